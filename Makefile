@@ -1,0 +1,59 @@
+# registry-operator developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help test unit e2e lint fmt deps venv run manifests bench image kind-e2e clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP) ## create .venv with the operator and dev tools
+
+deps: ## build/cache the real control plane, registry and skopeo (~/.cache/registry-operator)
+	hack/build-deps.sh
+
+test: venv deps lint ## everything CI runs: lint, unit tests, e2e tests on a real control plane
+	$(BIN)/python -m pytest unit e2e $(PYTEST_ARGS)
+
+unit: venv ## fast tests, no cluster
+	$(BIN)/python -m pytest unit $(PYTEST_ARGS)
+
+e2e: venv deps ## tests against a real kube-apiserver + etcd (+ registry, skopeo)
+	$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
+
+lint: venv ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: venv ## format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+run: venv deps ## local control plane + the operator; Ctrl-C stops everything
+	$(BIN)/registry-operator dev
+
+manifests: venv ## regenerate manifests/crds from the API types
+	$(BIN)/registry-operator manifests --output-dir manifests/crds
+
+bench: venv deps ## benchmarks (print figures, no pass/fail)
+	@for b in hack/bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+image: ## build the operator image (needs Docker; not available on the CI machines)
+	docker build -t registry-operator:dev .
+
+kind-e2e: ## install into a kind cluster and run the seed's examples (needs Docker + kind)
+	hack/kind-e2e.sh
+
+clean: ## remove the venv and caches in the clone (the binary cache stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .dev

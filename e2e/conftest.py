@@ -1,0 +1,43 @@
+"""Fixtures for tests against a real kube-apiserver + etcd (+ controller-manager, scheduler, kwok).
+
+One control plane serves the whole session; each test gets its own namespace. The binaries are
+built (never skipped) by hack/build-deps.sh on first use and cached outside the clone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry_operator.devenv.cluster import LocalCluster
+
+CRD_DIR = Path(__file__).resolve().parents[1] / "manifests" / "crds"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    keep = os.environ.get("E2E_KEEP_WORKDIR") == "1"  # keep component logs for debugging
+    local = LocalCluster(keep_workdir=keep)
+    local.start()
+    try:
+        local.install_crds(CRD_DIR)
+        yield local
+    finally:
+        local.stop()
+        if keep:
+            print(f"\ncluster logs kept in {local.log_dir}")
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        # Don't wait: namespace finalization runs in controller-manager while the next test goes on.
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

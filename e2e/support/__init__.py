@@ -1,0 +1,1 @@
+"""Shared helpers for e2e tests (real control plane, real registry, real skopeo)."""

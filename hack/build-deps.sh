@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Builds the real components the tests and `make run` need, from the Go module proxy with the
+# machine's Go toolchain (no release binaries are downloaded), and installs skopeo from Debian.
+#
+#   hack/build-deps.sh [component ...]     components: kubernetes etcd kwok docker_auth registry
+#                                                      skopeo cert-manager   (default: all but cert-manager)
+#
+# Results are cached outside the clone, keyed by version:
+#   ${REGISTRY_OPERATOR_CACHE:-~/.cache/registry-operator}/bin/<component>-<version>/
+# A component is rebuilt only when its directory lacks the `.complete` marker. Concurrent runs
+# serialise on a per-component flock, so two racing runs build each component once.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=versions.env
+source "$ROOT/hack/versions.env"
+CACHE=${REGISTRY_OPERATOR_CACHE:-$HOME/.cache/registry-operator}
+mkdir -p "$CACHE/bin" "$CACHE/build" "$CACHE/locks" "$CACHE/logs"
+
+export GOTOOLCHAIN=local GOFLAGS=-trimpath GOPROXY=${GOPROXY:-https://proxy.golang.org,direct}
+export CGO_ENABLED=0
+
+COMPONENT="-" STEP="-" LOG=/dev/null
+on_error() {
+  echo "ERROR: building component '$COMPONENT' failed at step '$STEP'." >&2
+  if [ -f "$LOG" ]; then echo "--- last lines of $LOG:" >&2; tail -n 25 "$LOG" >&2; fi
+}
+trap on_error ERR
+
+step() { STEP=$1; echo "==> [$COMPONENT] $STEP" >&2; }
+run() { "$@" >>"$LOG" 2>&1; }
+
+# build_component NAME VERSION FUNCTION: run FUNCTION in a staging dir under a lock, publish atomically.
+build_component() {
+  local name=$1 version=$2 fn=$3
+  local dest="$CACHE/bin/$name-$version"
+  COMPONENT=$name STEP="check cache" LOG="$CACHE/logs/$name-$version.log"
+  [ -f "$dest/.complete" ] && { echo "==> [$name] $version cached in $dest" >&2; return 0; }
+  exec {lockfd}>"$CACHE/locks/$name.lock"
+  step "waiting for lock"
+  flock "$lockfd"
+  if [ -f "$dest/.complete" ]; then
+    echo "==> [$name] $version was built by a concurrent run" >&2
+  else
+    local stage
+    stage=$(mktemp -d "$CACHE/bin/.$name-$version.XXXXXX")
+    : >"$LOG"
+    local started=$SECONDS
+    "$fn" "$stage" "$version"
+    touch "$stage/.complete"
+    rm -rf "$dest"
+    mv "$stage" "$dest"
+    echo "==> [$name] $version built in $((SECONDS - started))s -> $dest" >&2
+  fi
+  flock -u "$lockfd"
+  exec {lockfd}>&-
+}
+
+build_kubernetes() {
+  local out=$1 v=$2 minor
+  minor=${v#v1.}; minor=${minor%%.*}
+  local work="$CACHE/build/kubernetes-$v"
+  mkdir -p "$work" && cd "$work"
+  step "create throwaway module"
+  printf 'module local/k8sbuild\n\ngo 1.26.0\n' >go.mod
+  cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  run go mod edit -require="k8s.io/kubernetes@$v"
+  step "download k8s.io/kubernetes@$v (large, first run only)"
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  step "replace staging modules with v0.${v#v1.}"
+  local m
+  for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*#\1#p' "$gomod"); do
+    go mod edit -replace="$m=$m@v0.${v#v1.}"
+  done
+  step "go mod tidy"
+  run go mod tidy
+  step "compile kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (10-25 min cold)"
+  local ldf="" pkg date
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldf+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  run go build -tags tools -ldflags "-s -w $ldf" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  step "check /version stamp"
+  "$out/kube-apiserver" --version | grep -q "Kubernetes $v" || {
+    echo "kube-apiserver --version does not report $v" >>"$LOG"; false; }
+}
+
+build_etcd() {
+  local out=$1 v=$2
+  local work="$CACHE/build/etcd-$v"
+  mkdir -p "$work" && cd "$work"
+  step "create throwaway module"
+  printf 'module local/etcdbuild\n\ngo 1.26.0\n' >go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go
+  step "go get go.etcd.io/etcd/server/v3@$v"
+  run go get "go.etcd.io/etcd/server/v3@$v"
+  step "compile etcd"
+  run go build -o "$out/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kwok() {
+  local out=$1 v=$2
+  step "go install sigs.k8s.io/kwok/cmd/kwok@$v"
+  GOBIN="$out" run go install "sigs.k8s.io/kwok/cmd/kwok@$v"
+  step "collect default stages from the kwok module"
+  local dir f
+  dir=$(cd "$CACHE/build" && go mod download -json "sigs.k8s.io/kwok@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  : >"$out/stages.yaml"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    { echo "---"; cat "$dir/kustomize/stage/$f"; } >>"$out/stages.yaml"
+  done
+}
+
+build_docker_auth() {
+  local out=$1 v=$2
+  step "go install github.com/cesanta/docker_auth/auth_server@$DOCKER_AUTH_MODULE_VERSION"
+  GOBIN="$out" run go install "github.com/cesanta/docker_auth/auth_server@$DOCKER_AUTH_MODULE_VERSION"
+}
+
+build_registry() {
+  local out=$1 v=$2
+  step "go install github.com/distribution/distribution/v3/cmd/registry@$v"
+  GOBIN="$out" run go install "github.com/distribution/distribution/v3/cmd/registry@$v"
+}
+
+build_cert_manager() {
+  # cmd/controller is its own module with a replace onto the repo root, so `go install` refuses it;
+  # a throwaway module requiring both at the same version builds it.
+  local out=$1 v=$2
+  local work="$CACHE/build/cert-manager-$v"
+  mkdir -p "$work" && cd "$work"
+  step "create throwaway module"
+  printf 'module local/cmbuild\n\ngo 1.26.0\n' >go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/cert-manager/cert-manager/controller-binary"\n' >tools.go
+  run go mod edit -require="github.com/cert-manager/cert-manager@$v" \
+    -require="github.com/cert-manager/cert-manager/controller-binary@$v"
+  step "go mod tidy"
+  run go mod tidy
+  step "compile cert-manager controller"
+  run go build -tags tools -o "$out/cert-manager-controller" github.com/cert-manager/cert-manager/controller-binary
+  step "collect CRDs"
+  local dir
+  dir=$(go mod download -json "github.com/cert-manager/cert-manager@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$out/crds" && cp "$dir"/deploy/crds/*.yaml "$out/crds/"
+}
+
+install_skopeo() {
+  COMPONENT=skopeo STEP="check" LOG="$CACHE/logs/skopeo.log"
+  if command -v skopeo >/dev/null && [ -f /etc/containers/policy.json ]; then
+    echo "==> [skopeo] $(skopeo --version) installed" >&2; return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  exec {lockfd}>"$CACHE/locks/apt.lock"
+  flock "$lockfd"
+  step "apt-get update"
+  run $sudo apt-get update
+  step "apt-get install skopeo"
+  DEBIAN_FRONTEND=noninteractive run $sudo apt-get install -y --no-install-recommends skopeo golang-github-containers-common
+  flock -u "$lockfd"
+}
+
+main() {
+  command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
+  local want=("$@")
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok docker_auth registry skopeo)
+  local c
+  for c in "${want[@]}"; do
+    case $c in
+      kubernetes) build_component kubernetes "$KUBERNETES_VERSION" build_kubernetes ;;
+      etcd) build_component etcd "$ETCD_VERSION" build_etcd ;;
+      kwok) build_component kwok "$KWOK_VERSION" build_kwok ;;
+      docker_auth) build_component docker_auth "$DOCKER_AUTH_VERSION" build_docker_auth ;;
+      registry) build_component registry "$DISTRIBUTION_VERSION" build_registry ;;
+      cert-manager) build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager ;;
+      skopeo) install_skopeo ;;
+      *) echo "ERROR: unknown component '$c'" >&2; exit 2 ;;
+    esac
+  done
+}
+
+main "$@"
