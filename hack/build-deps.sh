@@ -44,6 +44,7 @@ build_component() {
   else
     local stage
     stage=$(mktemp -d "$CACHE/bin/.$name-$version.XXXXXX")
+    chmod 755 "$stage"
     : >"$LOG"
     local started=$SECONDS
     "$fn" "$stage" "$version"
