@@ -25,7 +25,8 @@ deps: ## build/cache the real control plane, registry and skopeo (~/.cache/regis
 test: venv deps lint ## everything CI runs: lint, unit tests, e2e tests on a real control plane
 	$(BIN)/python -m pytest unit e2e $(PYTEST_ARGS)
 
-unit: venv ## fast tests, no cluster
+unit: venv ## fast tests, no cluster (needs busybox for the ext_auth shim tests)
+	hack/build-deps.sh debian-tools
 	$(BIN)/python -m pytest unit $(PYTEST_ARGS)
 
 e2e: venv deps ## tests against a real kube-apiserver + etcd (+ registry, skopeo)

@@ -3,7 +3,9 @@
 # machine's Go toolchain (no release binaries are downloaded), and installs skopeo from Debian.
 #
 #   hack/build-deps.sh [component ...]     components: kubernetes etcd kwok docker_auth registry
-#                                                      skopeo cert-manager   (default: all but cert-manager)
+#                                                      debian-tools (skopeo, busybox) cert-manager
+#   default: kubernetes etcd kwok registry debian-tools. docker_auth is listed but the Go module
+#   proxy reachable on the project's machines refuses it (HTTP 403).
 #
 # Results are cached outside the clone, keyed by version:
 #   ${REGISTRY_OPERATOR_CACHE:-~/.cache/registry-operator}/bin/<component>-<version>/
@@ -162,10 +164,12 @@ build_cert_manager() {
   mkdir -p "$out/crds" && cp "$dir"/deploy/crds/*.yaml "$out/crds/"
 }
 
-install_skopeo() {
-  COMPONENT=skopeo STEP="check" LOG="$CACHE/logs/skopeo.log"
-  if command -v skopeo >/dev/null && [ -f /etc/containers/policy.json ]; then
-    echo "==> [skopeo] $(skopeo --version) installed" >&2; return 0
+# skopeo (the registry client of the e2e tests) and busybox (its wget is what docker_auth's image
+# has, so the ext_auth shim is tested with it) come from Debian.
+install_debian_tools() {
+  COMPONENT=debian-tools STEP="check" LOG="$CACHE/logs/debian-tools.log"
+  if command -v skopeo >/dev/null && [ -f /etc/containers/policy.json ] && command -v busybox >/dev/null; then
+    echo "==> [debian-tools] $(skopeo --version), busybox installed" >&2; return 0
   fi
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -173,15 +177,16 @@ install_skopeo() {
   flock "$lockfd"
   step "apt-get update"
   run $sudo apt-get update
-  step "apt-get install skopeo"
-  DEBIAN_FRONTEND=noninteractive run $sudo apt-get install -y --no-install-recommends skopeo golang-github-containers-common
+  step "apt-get install skopeo busybox"
+  DEBIAN_FRONTEND=noninteractive run $sudo apt-get install -y --no-install-recommends \
+    skopeo golang-github-containers-common busybox
   flock -u "$lockfd"
 }
 
 main() {
   command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
   local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok docker_auth registry skopeo)
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry debian-tools)
   local c
   for c in "${want[@]}"; do
     case $c in
@@ -191,7 +196,7 @@ main() {
       docker_auth) build_component docker_auth "$DOCKER_AUTH_VERSION" build_docker_auth ;;
       registry) build_component registry "$DISTRIBUTION_VERSION" build_registry ;;
       cert-manager) build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager ;;
-      skopeo) install_skopeo ;;
+      skopeo|debian-tools) install_debian_tools ;;
       *) echo "ERROR: unknown component '$c'" >&2; exit 2 ;;
     esac
   done

@@ -1,0 +1,350 @@
+"""The authn sidecar: decides docker_auth logins against ImageRegistryAccounts.
+
+docker_auth's `ext_auth` runs `data/ext_auth_shim.sh`, which POSTs `<user> <password>` to
+`http://127.0.0.1:<port>/authn` here. Answers: 200 + `{"labels": {...}}` (allow), 401 (deny),
+404 (no match: docker_auth tries its next authenticator, and with none left refuses the login),
+400 (malformed request), 503 (account lookup failed); the shim maps them to exit codes 0/1/2/3.
+
+Decision (`authenticate`, pure):
+* empty user or password, or unknown user → no match;
+* account being deleted, expired (`now > creationTimestamp + spec.ttl`), without a password hash,
+  with an unreadable ttl, or wrong password → deny;
+* else allow with labels = `spec.labels` + `origin: [cr]` + `account: [<name>]` (those two always
+  override `spec.labels`, so they cannot be forged).
+Unlike the original, account changes and expiry take effect on the next login: the cache below
+only remembers successful bcrypt checks, keyed by the account's uid and resourceVersion.
+
+Passwords never reach a log line, an exception message or a response.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, cast
+
+from registry_operator.passwords import verify_password
+
+DEFAULT_AUTHN_PORT = 5002
+AUTHN_PATH = "/authn"
+HEALTH_PATH = "/healthz"
+MAX_BODY_BYTES = 4096
+DEFAULT_CACHE_SIZE = 4096
+SHIM_RESOURCE = "data/ext_auth_shim.sh"
+
+Labels = dict[str, list[str]]
+Account = Mapping[str, Any]
+AccountVerifier = Callable[[Account, str], bool]
+"""(account, password) → whether the password matches the account's stored hash."""
+AccountLookup = Callable[[str], Account | None]
+"""user name → the ImageRegistryAccount of that name in the registry's namespace, or None."""
+
+_log = logging.getLogger(__name__)
+
+
+class Decision(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    NO_MATCH = "no match"
+
+
+@dataclass(frozen=True)
+class AuthnResult:
+    decision: Decision
+    reason: str  # for logs; never contains the password
+    labels: Labels = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Durations and expiry
+
+# TODO: use the canonical Go-duration parser (registry_operator.api.duration / config.py, written
+# concurrently) once this module may import it; this copy only serves account TTLs.
+_DURATION_UNITS = {
+    "ns": timedelta(microseconds=0.001),
+    "us": timedelta(microseconds=1),
+    "µs": timedelta(microseconds=1),  # U+00B5 micro sign
+    "μs": timedelta(microseconds=1),  # U+03BC Greek mu
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def _parse_go_duration(text: str) -> timedelta:
+    """Go's time.ParseDuration syntax ("24h", "24h0m0s", "1.5h", "-30m", "0")."""
+    sign, rest = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+    if rest == "0":
+        return timedelta(0)
+    if not rest:
+        raise ValueError(f"invalid duration {text!r}")
+    total = timedelta(0)
+    position = 0
+    while position < len(rest):
+        match = _DURATION_PART.match(rest, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return sign * total
+
+
+def account_expiry(account: Account) -> datetime | None:
+    """When the account stops working (`creationTimestamp + spec.ttl`), None without a ttl.
+
+    Raises ValueError for an unreadable ttl or creationTimestamp.
+    """
+    ttl = (account.get("spec") or {}).get("ttl")
+    if ttl in (None, ""):
+        return None
+    if not isinstance(ttl, str):
+        raise ValueError("spec.ttl is not a string")
+    created = (account.get("metadata") or {}).get("creationTimestamp")
+    if not isinstance(created, str):
+        raise ValueError("metadata.creationTimestamp is missing")
+    created_at = datetime.fromisoformat(created)
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)
+    return created_at + _parse_go_duration(ttl)
+
+
+# --------------------------------------------------------------------------------------------------
+# Decision
+
+
+def account_labels(account: Account) -> Labels:
+    """`spec.labels` (values coerced to lists of strings) plus `origin: [cr]` and `account: [<name>]`."""
+    labels: Labels = {}
+    raw = (account.get("spec") or {}).get("labels") or {}
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            if not isinstance(key, str):
+                continue
+            if isinstance(value, str):
+                labels[key] = [value]
+            elif isinstance(value, list):
+                labels[key] = [item for item in value if isinstance(item, str)]
+    labels["origin"] = ["cr"]
+    labels["account"] = [str((account.get("metadata") or {}).get("name", ""))]
+    return labels
+
+
+def verify_account_password(account: Account, password: str) -> bool:
+    """bcrypt check of `password` against `spec.password`; False for a missing or malformed hash."""
+    hashed = (account.get("spec") or {}).get("password")
+    return isinstance(hashed, str) and bool(hashed) and verify_password(password, hashed)
+
+
+def authenticate(
+    account: Account | None,
+    username: str,
+    password: str,
+    now: datetime,
+    verify: AccountVerifier = verify_account_password,
+) -> AuthnResult:
+    """Decide one login; `account` is what the lookup found for `username` (None: unknown user)."""
+    if not username or not password:
+        return AuthnResult(Decision.NO_MATCH, "empty user name or password")
+    if account is None:
+        return AuthnResult(Decision.NO_MATCH, "unknown user")
+    metadata = account.get("metadata") or {}
+    if metadata.get("name") != username:
+        return AuthnResult(Decision.NO_MATCH, "lookup returned another account")
+    if metadata.get("deletionTimestamp"):
+        return AuthnResult(Decision.DENY, "account is being deleted")
+    try:
+        expiry = account_expiry(account)
+    except ValueError as err:
+        return AuthnResult(Decision.DENY, f"unreadable account expiry: {err}")
+    if expiry is not None and now > expiry:
+        return AuthnResult(Decision.DENY, f"account expired at {expiry.isoformat()}")
+    if not (account.get("spec") or {}).get("password"):
+        # docker_auth's static users accept any password without a hash; accounts must not.
+        return AuthnResult(Decision.DENY, "account has no password hash")
+    if not verify(account, password):
+        return AuthnResult(Decision.DENY, "wrong password")
+    return AuthnResult(Decision.ALLOW, "password matches", account_labels(account))
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache of successful bcrypt checks
+
+
+class CachingVerifier:
+    """An `AccountVerifier` that remembers successful checks in a bounded LRU.
+
+    The key is (uid, resourceVersion, SHA-256 of stored hash and password): any change to the
+    account, or a new account under the same name, misses the cache, so there is nothing to
+    invalidate. Failed checks are not cached (a wrong password always costs a bcrypt run).
+    """
+
+    def __init__(
+        self, verify: AccountVerifier = verify_account_password, max_entries: int = DEFAULT_CACHE_SIZE
+    ):
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._verify = verify
+        self._max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _key(account: Account, password: str) -> tuple[str, str, bytes] | None:
+        metadata = account.get("metadata") or {}
+        uid, resource_version = metadata.get("uid"), metadata.get("resourceVersion")
+        if not uid or not resource_version:
+            return None  # not an object from the API: nothing stable to key on
+        hashed = str((account.get("spec") or {}).get("password", ""))
+        digest = hashlib.sha256(f"{hashed}\0{password}".encode()).digest()
+        return (str(uid), str(resource_version), digest)
+
+    def __call__(self, account: Account, password: str) -> bool:
+        key = self._key(account, password)
+        if key is not None:
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return True
+                self.misses += 1
+        if not self._verify(account, password):
+            return False
+        if key is not None:
+            with self._lock:
+                self._entries[key] = None
+                self._entries.move_to_end(key)
+                while len(self._entries) > self._max_entries:
+                    self._entries.popitem(last=False)
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP server
+
+
+def parse_request_body(body: bytes) -> tuple[str, str] | None:
+    """`<user> <password>` as docker_auth writes it (split at the first space), None if not UTF-8."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    username, _, password = text.partition(" ")
+    return username, password
+
+
+def shim_script() -> str:
+    """The ext_auth shim (POSIX sh + busybox wget) to mount into the docker_auth container."""
+    return resources.files("registry_operator").joinpath(SHIM_RESOURCE).read_text(encoding="utf-8")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _AuthnRequestHandler(BaseHTTPRequestHandler):
+    server_version = "registry-operator-authn"
+    timeout = 10  # seconds a client may take to send its request
+
+    def do_GET(self) -> None:
+        if self.path == HEALTH_PATH:
+            self._respond(200, b"ok\n", "text/plain")
+        else:
+            self._respond(405 if self.path == AUTHN_PATH else 400, b"", "text/plain")
+
+    def do_POST(self) -> None:
+        server = cast(AuthnHTTPServer, self.server)
+        if self.path != AUTHN_PATH:
+            # Not 404: the shim reads 404 as "no match".
+            self._respond(400, b"", "text/plain")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._respond(411, b"", "text/plain")
+            return
+        if length < 0 or length > MAX_BODY_BYTES:
+            self._respond(413, b"", "text/plain")
+            return
+        status, body = server.handle_login(self.rfile.read(length))
+        self._respond(status, body, "application/json")
+
+    def _respond(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line and status only: the body (with the password) is never logged.
+        cast(AuthnHTTPServer, self.server).logger.debug("%s " + format, self.address_string(), *args)
+
+
+class AuthnHTTPServer(ThreadingHTTPServer):
+    """The sidecar's HTTP endpoint on loopback. Run with `serve_forever()`; stop with `shutdown()`."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        lookup: AccountLookup,
+        *,
+        port: int = DEFAULT_AUTHN_PORT,
+        host: str = "127.0.0.1",
+        verify: AccountVerifier | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.lookup = lookup
+        self.verify: AccountVerifier = verify if verify is not None else CachingVerifier()
+        self.clock = clock
+        self.logger = logger or _log
+        super().__init__((host, port), _AuthnRequestHandler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def handle_login(self, body: bytes) -> tuple[int, bytes]:
+        """HTTP status and body for one `/authn` request body."""
+        credentials = parse_request_body(body)
+        if credentials is None:
+            self.logger.warning("authn: request body is not UTF-8")
+            return 400, b""
+        username, password = credentials
+        account: Account | None = None
+        if username and password:
+            try:
+                account = self.lookup(username)
+            except Exception as err:
+                self.logger.error("authn: lookup of user %r failed: %s", username, type(err).__name__)
+                return 503, b""
+        try:
+            result = authenticate(account, username, password, self.clock(), self.verify)
+        except Exception as err:  # a broken verifier must not drop the connection silently
+            self.logger.error("authn: checking user %r failed: %s", username, type(err).__name__)
+            return 500, b""
+        self.logger.info("authn: user %r: %s (%s)", username, result.decision.value, result.reason)
+        if result.decision is Decision.ALLOW:
+            return 200, json.dumps({"labels": result.labels}, sort_keys=True, separators=(",", ":")).encode()
+        if result.decision is Decision.DENY:
+            return 401, b""
+        return 404, b""

@@ -1,0 +1,321 @@
+"""Configuration of one registry's token auth stack: docker_auth 1.14 and distribution v3; pure.
+
+Every path, address and name is a parameter, so the same renderers serve the pod (files mounted
+from Secrets/ConfigMaps) and the e2e tests (local processes on 127.0.0.1 with files in a temp dir).
+
+Token flow: the registry challenges clients with realm `https://<hostname>:5001/auth`; docker_auth
+authenticates through `ext_auth` (a shell shim that asks the authn sidecar, see `authn.py`), applies
+the ACL below and signs a JWT with the RSA token key; the registry trusts the token key's
+certificate (`rootcertbundle`). `disable_legacy_key_id: true` makes docker_auth put the RFC 7638
+thumbprint in the `kid` header, which is what registry v3 looks keys up by.
+
+Default ACL (first match wins; no match means deny). It matches on `labels:` (the original put the
+keys directly under `match:`, where docker_auth ignored them and granted push to everyone: bug B2):
+
+1. anonymous (`account: ""`) → nothing;
+2. labels `origin: cr` + `accessMode: push` → pull, push;
+3. labels `origin: cr` + `accessMode: pull` → pull;
+4. labels `origin: cr` (any other authenticated ImageRegistryAccount, e.g. a static one created by
+   hand without an `accessMode` label) → pull only. A static account gets push by carrying
+   `accessMode: [push]` in its `spec.labels`.
+
+`origin` and `account` are always set by the authn sidecar and cannot be forged through
+`spec.labels`. A custom ACL (`spec.auth.acl`, docker_auth's own format) replaces this list whole.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+REGISTRY_PORT = 5000
+DOCKER_AUTH_PORT = 5001
+TOKEN_EXPIRATION_SECONDS = 900
+DEFAULT_STORAGE_ROOT = "/var/lib/registry"
+
+# Environment the registry container needs besides its config file: registry v3 exports
+# OpenTelemetry traces to localhost:4318 by default and logs errors when nothing listens there.
+REGISTRY_ENV: Mapping[str, str] = {"OTEL_TRACES_EXPORTER": "none"}
+
+ACL_ENTRY_KEYS = frozenset({"match", "actions", "comment"})
+ACL_MATCH_KEYS = frozenset({"account", "type", "name", "service", "ip", "labels"})
+ACL_ACTIONS = frozenset({"pull", "push", "delete", "*"})
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+_SIMPLE_PLACEHOLDERS = frozenset({"account", "type", "name", "service"})
+
+
+class AclError(ValueError):
+    """An invalid custom ACL; the message names the entry index and key, fit for a condition."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Names
+
+
+def token_issuer(hostname: str) -> str:
+    """JWT issuer; docker_auth's `token.issuer` and the registry's `auth.token.issuer` must agree."""
+    return f"Docker Registry Auth {hostname}"
+
+
+def token_service(hostname: str) -> str:
+    return f"Docker Registry {hostname}"
+
+
+def token_realm(hostname: str, port: int = DOCKER_AUTH_PORT) -> str:
+    host = f"[{hostname}]" if ":" in hostname else hostname  # IPv6 literal
+    return f"https://{host}:{port}/auth"
+
+
+# --------------------------------------------------------------------------------------------------
+# ACL
+
+
+def default_acl() -> list[dict[str, Any]]:
+    """The default ACL (see the module doc); a fresh list on every call."""
+    return [
+        {"match": {"account": ""}, "actions": [], "comment": "anonymous users get nothing"},
+        {
+            "match": {"labels": {"origin": "cr", "accessMode": "push"}},
+            "actions": ["pull", "push"],
+            "comment": "ImagePushSecret accounts push and pull",
+        },
+        {
+            "match": {"labels": {"origin": "cr", "accessMode": "pull"}},
+            "actions": ["pull"],
+            "comment": "ImagePullSecret accounts pull",
+        },
+        {
+            "match": {"labels": {"origin": "cr"}},
+            "actions": ["pull"],
+            "comment": "other ImageRegistryAccounts (no accessMode label) pull",
+        },
+    ]
+
+
+def _check_pattern(value: str, where: str) -> None:
+    for placeholder in _PLACEHOLDER.findall(value):
+        if placeholder not in _SIMPLE_PLACEHOLDERS and not (
+            placeholder.startswith("labels:") and len(placeholder) > len("labels:")
+        ):
+            raise AclError(
+                f"{where}: unknown placeholder ${{{placeholder}}} "
+                "(known: ${account}, ${type}, ${name}, ${service}, ${labels:KEY})"
+            )
+    if len(value) > 2 and value.startswith("/") and value.endswith("/"):
+        # docker_auth compiles Go RE2; Python's re catches most syntax errors of the same patterns.
+        try:
+            re.compile(_PLACEHOLDER.sub("x", value[1:-1]))
+        except re.error as err:
+            raise AclError(f"{where}: invalid regular expression: {err}") from None
+
+
+def _check_match(match: object, where: str) -> dict[str, Any]:
+    if not isinstance(match, dict):
+        raise AclError(f"{where}: must be a mapping")
+    for key, value in match.items():
+        if key not in ACL_MATCH_KEYS:
+            raise AclError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(ACL_MATCH_KEYS))})")
+        if key == "labels":
+            if not isinstance(value, dict):
+                raise AclError(f"{where}.labels: must be a mapping of label name to pattern")
+            for label, pattern in value.items():
+                if not isinstance(label, str) or not isinstance(pattern, str):
+                    raise AclError(f"{where}.labels: {label!r} must map a string to a string pattern")
+                _check_pattern(pattern, f"{where}.labels.{label}")
+        elif not isinstance(value, str):
+            raise AclError(f"{where}.{key}: must be a string")
+        elif key == "ip":
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise AclError(f"{where}.ip: {value!r} is not an IP address or CIDR range") from None
+        else:
+            _check_pattern(value, f"{where}.{key}")
+    return dict(match)
+
+
+def validate_acl(acl: object) -> list[dict[str, Any]]:
+    """Check a custom ACL in docker_auth's format and return a copy; raise `AclError` if invalid.
+
+    Each entry is `{match: {...}, actions: [...], comment?: str}`; `match` keys are `account`,
+    `type`, `name`, `service`, `ip` (strings) and `labels` (label → pattern); `actions` is a list of
+    `pull`, `push`, `delete`, `*` (empty = deny). An empty ACL is refused: it would deny everyone.
+    """
+    if not isinstance(acl, list):
+        raise AclError("acl: must be a list of entries")
+    if not acl:
+        raise AclError("acl: must contain at least one entry (an empty ACL denies everyone)")
+    validated: list[dict[str, Any]] = []
+    for index, entry in enumerate(acl):
+        where = f"acl[{index}]"
+        if not isinstance(entry, dict):
+            raise AclError(f"{where}: must be a mapping with 'match' and 'actions'")
+        for key in entry:
+            if key not in ACL_ENTRY_KEYS:
+                raise AclError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(ACL_ENTRY_KEYS))})")
+        if "match" not in entry:
+            raise AclError(f"{where}: missing key 'match' (use {{}} to match every request)")
+        if "actions" not in entry:
+            raise AclError(f"{where}: missing key 'actions' (use [] to deny)")
+        match = _check_match(entry["match"], f"{where}.match")
+        actions = entry["actions"]
+        if not isinstance(actions, list) or not all(isinstance(action, str) for action in actions):
+            raise AclError(f"{where}.actions: must be a list of strings")
+        for action in actions:
+            if action not in ACL_ACTIONS:
+                raise AclError(
+                    f"{where}.actions: unknown action {action!r} (allowed: {', '.join(sorted(ACL_ACTIONS))})"
+                )
+        checked: dict[str, Any] = {"match": copy.deepcopy(match), "actions": list(actions)}
+        if "comment" in entry:
+            if not isinstance(entry["comment"], str):
+                raise AclError(f"{where}.comment: must be a string")
+            checked["comment"] = entry["comment"]
+        validated.append(checked)
+    return validated
+
+
+# --------------------------------------------------------------------------------------------------
+# docker_auth
+
+
+def docker_auth_config(
+    *,
+    token_issuer: str,
+    token_cert_path: str,
+    token_key_path: str,
+    ext_auth_shim_path: str,
+    authn_url: str,
+    server_addr: str = f":{DOCKER_AUTH_PORT}",
+    server_cert_path: str | None = None,
+    server_key_path: str | None = None,
+    token_expiration: int = TOKEN_EXPIRATION_SECONDS,
+    acl: Sequence[Mapping[str, Any]] | None = None,
+    shell: str = "/bin/sh",
+) -> dict[str, Any]:
+    """docker_auth 1.14 config as a dict.
+
+    The server serves TLS when both `server_cert_path` and `server_key_path` are given (plain HTTP
+    otherwise: only for local tests). `ext_auth` runs `shell <shim> <authn_url>`: going through the
+    shell means the mounted script needs no exec bit (ConfigMap files are 0644 by default, and
+    docker_auth refuses a command it cannot exec). `acl=None` selects `default_acl()`; a custom ACL
+    is validated (raises `AclError`).
+    """
+    if (server_cert_path is None) != (server_key_path is None):
+        raise ValueError("server_cert_path and server_key_path go together")
+    server: dict[str, Any] = {"addr": server_addr}
+    if server_cert_path is not None:
+        server["certificate"] = server_cert_path
+        server["key"] = server_key_path
+    return {
+        "server": server,
+        "token": {
+            "issuer": token_issuer,
+            "expiration": token_expiration,
+            "certificate": token_cert_path,
+            "key": token_key_path,
+            "disable_legacy_key_id": True,
+        },
+        "ext_auth": {"command": shell, "args": [ext_auth_shim_path, authn_url]},
+        "acl": default_acl() if acl is None else validate_acl(list(acl)),
+    }
+
+
+def render_docker_auth_config(**kwargs: Any) -> str:
+    """`docker_auth_config(**kwargs)` as YAML text."""
+    return to_yaml(docker_auth_config(**kwargs))
+
+
+# --------------------------------------------------------------------------------------------------
+# distribution registry v3
+
+
+def registry_config(
+    *,
+    tls_cert_path: str,
+    tls_key_path: str,
+    realm: str,
+    service: str,
+    issuer: str,
+    rootcertbundle: str,
+    addr: str = f":{REGISTRY_PORT}",
+    http_secret: str | None = None,
+    storage_root: str = DEFAULT_STORAGE_ROOT,
+    log_level: str = "info",
+    http_host: str | None = None,
+) -> dict[str, Any]:
+    """distribution v3 config as a dict (the container also needs `REGISTRY_ENV`).
+
+    `http_secret` signs upload state and must be the same on every replica. Leave it None to keep
+    it out of the config file (a ConfigMap) and set `REGISTRY_HTTP_SECRET` from a Secret instead;
+    the env variable overrides the file. `http_host` (e.g. `https://<hostname>`) fixes the base URL
+    of Location headers.
+    """
+    if log_level not in {"error", "warn", "info", "debug"}:
+        raise ValueError(f"log level {log_level!r} is not one of error, warn, info, debug")
+    http: dict[str, Any] = {
+        "addr": addr,
+        "tls": {"certificate": tls_cert_path, "key": tls_key_path},
+    }
+    if http_secret is not None:
+        http["secret"] = http_secret
+    if http_host is not None:
+        http["host"] = http_host
+    return {
+        "version": "0.1",
+        "log": {"level": log_level},
+        "storage": {
+            "filesystem": {"rootdirectory": storage_root},
+            "delete": {"enabled": True},
+        },
+        "http": http,
+        "auth": {
+            "token": {
+                "realm": realm,
+                "service": service,
+                "issuer": issuer,
+                "rootcertbundle": rootcertbundle,
+            }
+        },
+    }
+
+
+def render_registry_config(**kwargs: Any) -> str:
+    """`registry_config(**kwargs)` as YAML text."""
+    return to_yaml(registry_config(**kwargs))
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def to_yaml(document: Mapping[str, Any]) -> str:
+    """Deterministic YAML (sorted keys, block style): equal documents render to equal text."""
+    return yaml.safe_dump(dict(document), default_flow_style=False, sort_keys=True)
+
+
+def config_hash(*parts: str | bytes | Mapping[str, Any] | None) -> str:
+    """SHA-256 hex over the parts, for the pod-template annotation that rolls pods on change.
+
+    Each part is length-prefixed, so ("ab", "c") and ("a", "bc") differ; mappings are hashed as
+    canonical JSON; text is hashed as its UTF-8 bytes; None is distinct from an empty string.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        if part is None:
+            digest.update(b"N")
+            continue
+        if isinstance(part, Mapping):
+            data = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str).encode()
+            tag = b"M"
+        else:
+            data, tag = (part.encode() if isinstance(part, str) else bytes(part)), b"B"
+        digest.update(tag + len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()

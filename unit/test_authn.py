@@ -1,0 +1,513 @@
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry_operator import authn, passwords
+from registry_operator.authn import AuthnHTTPServer, CachingVerifier, Decision
+
+CREATED = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+PASSWORD = "Correct-Horse-Battery-Staple-42"
+HASH = passwords.hash_password(PASSWORD, cost=4)
+
+
+def make_account(
+    name: str = "push.ns.example.1",
+    *,
+    ttl: str | None = "24h",
+    labels: dict[str, Any] | None = None,
+    password_hash: str | None = HASH,
+    uid: str = "uid-1",
+    resource_version: str = "100",
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"labels": labels if labels is not None else {"accessMode": ["push"]}}
+    if password_hash is not None:
+        spec["password"] = password_hash
+    if ttl is not None:
+        spec["ttl"] = ttl
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "infra",
+            "creationTimestamp": CREATED.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "uid": uid,
+            "resourceVersion": resource_version,
+        },
+        "spec": spec,
+    }
+
+
+class RecordingVerifier:
+    def __init__(self, answer: bool = True) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, account: authn.Account, password: str) -> bool:
+        self.calls.append((account["metadata"]["name"], password))
+        return self.answer
+
+
+# --------------------------------------------------------------------------------------------------
+# Durations and expiry
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24h", timedelta(hours=24)),
+        ("24h0m0s", timedelta(hours=24)),
+        ("1.5h", timedelta(minutes=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("300ms", timedelta(milliseconds=300)),
+        ("2us", timedelta(microseconds=2)),
+        ("2µs", timedelta(microseconds=2)),
+        ("+5s", timedelta(seconds=5)),
+        ("-1h", timedelta(hours=-1)),
+        ("0", timedelta(0)),
+        (".5s", timedelta(milliseconds=500)),
+    ],
+)
+def test_go_durations(text: str, expected: timedelta) -> None:
+    assert authn._parse_go_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-", "h", "24", "1d", "1h 2m", "abc", "1h-2m", "1.h.5"])
+def test_invalid_go_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        authn._parse_go_duration(text)
+
+
+def test_account_expiry() -> None:
+    assert authn.account_expiry(make_account(ttl="12h")) == CREATED + timedelta(hours=12)
+    assert authn.account_expiry(make_account(ttl=None)) is None
+    assert authn.account_expiry(make_account(ttl="")) is None
+    with pytest.raises(ValueError):
+        authn.account_expiry(make_account(ttl="forever"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Decision
+
+
+def test_allow_with_labels() -> None:
+    account = make_account(labels={"accessMode": ["push"], "namespace": ["myns"], "name": ["x"]})
+    result = authn.authenticate(account, "push.ns.example.1", PASSWORD, CREATED + timedelta(hours=1))
+    assert result.decision is Decision.ALLOW
+    assert result.labels == {
+        "accessMode": ["push"],
+        "namespace": ["myns"],
+        "name": ["x"],
+        "origin": ["cr"],
+        "account": ["push.ns.example.1"],
+    }
+
+
+def test_origin_and_account_labels_cannot_be_forged() -> None:
+    account = make_account(labels={"origin": ["admin"], "account": ["root"], "single": "value", "bad": 5})
+    result = authn.authenticate(account, "push.ns.example.1", "pw", CREATED, RecordingVerifier())
+    assert result.labels == {"origin": ["cr"], "account": ["push.ns.example.1"], "single": ["value"]}
+
+
+def test_wrong_password_denies() -> None:
+    result = authn.authenticate(make_account(), "push.ns.example.1", PASSWORD + "x", CREATED)
+    assert result.decision is Decision.DENY
+    assert result.labels == {}
+    assert PASSWORD not in result.reason
+
+
+@pytest.mark.parametrize(("username", "password"), [("", PASSWORD), ("push.ns.example.1", "")])
+def test_empty_credentials_are_no_match(username: str, password: str) -> None:
+    verifier = RecordingVerifier()
+    result = authn.authenticate(make_account(), username, password, CREATED, verifier)
+    assert result.decision is Decision.NO_MATCH
+    assert verifier.calls == []
+
+
+def test_unknown_user_is_no_match() -> None:
+    result = authn.authenticate(None, "nobody", "pw", CREATED, RecordingVerifier())
+    assert result.decision is Decision.NO_MATCH
+    other = authn.authenticate(
+        make_account(name="someone-else"), "nobody", "pw", CREATED, RecordingVerifier()
+    )
+    assert other.decision is Decision.NO_MATCH
+
+
+def test_expiry_boundary() -> None:
+    account = make_account(ttl="24h")
+    expiry = CREATED + timedelta(hours=24)
+    verifier = RecordingVerifier()
+    assert authn.authenticate(account, "push.ns.example.1", "pw", expiry, verifier).decision is Decision.ALLOW
+    late = authn.authenticate(
+        account, "push.ns.example.1", "pw", expiry + timedelta(microseconds=1), verifier
+    )
+    assert late.decision is Decision.DENY
+    assert "expired" in late.reason
+    assert len(verifier.calls) == 1  # expired accounts cost no bcrypt run
+
+
+def test_operator_written_ttl_format() -> None:
+    account = make_account(ttl="24h0m0s")
+    verifier = RecordingVerifier()
+    assert authn.authenticate(
+        account, "push.ns.example.1", "pw", CREATED + timedelta(hours=25), verifier
+    ).decision is (Decision.DENY)
+
+
+def test_no_ttl_never_expires() -> None:
+    account = make_account(ttl=None)
+    later = CREATED + timedelta(days=3650)
+    assert authn.authenticate(account, "push.ns.example.1", "pw", later, RecordingVerifier()).decision is (
+        Decision.ALLOW
+    )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        make_account(ttl="soon"),
+        make_account(password_hash=None),
+        make_account(password_hash=""),
+        {
+            **make_account(),
+            "metadata": {**make_account()["metadata"], "deletionTimestamp": "2030-05-06T08:00:00Z"},
+        },
+        {**make_account(), "metadata": {"name": "push.ns.example.1"}},  # ttl without creationTimestamp
+    ],
+)
+def test_fail_closed(broken: dict[str, Any]) -> None:
+    result = authn.authenticate(broken, "push.ns.example.1", "pw", CREATED, RecordingVerifier())
+    assert result.decision is Decision.DENY
+
+
+def test_malformed_stored_hash_denies_without_exception() -> None:
+    account = make_account(password_hash="$2y$05$garbage")
+    assert authn.authenticate(account, "push.ns.example.1", "pw", CREATED).decision is Decision.DENY
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache
+
+
+def test_cache_remembers_successes_only() -> None:
+    inner = RecordingVerifier()
+    cache = CachingVerifier(inner, max_entries=10)
+    account = make_account()
+    assert cache(account, "pw") and cache(account, "pw")
+    assert len(inner.calls) == 1 and cache.hits == 1
+    inner.answer = False
+    assert not cache(account, "other") and not cache(account, "other")
+    assert len(inner.calls) == 3
+    assert len(cache) == 1
+
+
+def test_cache_misses_after_account_change() -> None:
+    inner = RecordingVerifier()
+    cache = CachingVerifier(inner)
+    cache(make_account(), "pw")
+    cache(make_account(resource_version="101"), "pw")  # e.g. password hash replaced
+    cache(make_account(uid="uid-2"), "pw")  # deleted and re-created under the same name
+    cache(make_account(password_hash="$2b$04$" + "x" * 53), "pw")
+    assert len(inner.calls) == 4
+
+
+def test_cache_really_rechecks_after_password_change() -> None:
+    cache = CachingVerifier()
+    old = make_account()
+    assert cache(old, PASSWORD)
+    changed = make_account(
+        password_hash=passwords.hash_password("new-password", cost=4), resource_version="101"
+    )
+    assert not cache(changed, PASSWORD)
+    assert cache(changed, "new-password")
+
+
+def test_cache_is_bounded_lru() -> None:
+    inner = RecordingVerifier()
+    cache = CachingVerifier(inner, max_entries=2)
+    a, b, c = (make_account(uid=f"uid-{n}") for n in "abc")
+    cache(a, "pw")
+    cache(b, "pw")
+    cache(a, "pw")  # a is now the most recently used
+    cache(c, "pw")  # evicts b
+    assert len(cache) == 2
+    calls = len(inner.calls)
+    cache(a, "pw")
+    assert len(inner.calls) == calls
+    cache(b, "pw")
+    assert len(inner.calls) == calls + 1
+
+
+def test_cache_skips_objects_without_identity() -> None:
+    inner = RecordingVerifier()
+    cache = CachingVerifier(inner)
+    account = make_account(uid="")
+    cache(account, "pw")
+    cache(account, "pw")
+    assert len(inner.calls) == 2 and len(cache) == 0
+
+
+def test_cache_size_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        CachingVerifier(max_entries=0)
+
+
+def test_cache_is_thread_safe() -> None:
+    cache = CachingVerifier(RecordingVerifier(), max_entries=50)
+    accounts = [make_account(uid=f"uid-{n}") for n in range(200)]
+
+    def work() -> None:
+        for account in accounts:
+            assert cache(account, "pw")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(cache) == 50
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP server
+
+
+def test_parse_request_body() -> None:
+    assert authn.parse_request_body(b"user pass word") == ("user", "pass word")
+    assert authn.parse_request_body(b"user") == ("user", "")
+    assert authn.parse_request_body(b"") == ("", "")
+    assert authn.parse_request_body(b"\xff\xfe") is None
+
+
+class Directory:
+    """A lookup over a dict that can be told to fail."""
+
+    def __init__(self, *accounts: dict[str, Any]) -> None:
+        self.accounts = {a["metadata"]["name"]: a for a in accounts}
+        self.fail = False
+        self.lookups: list[str] = []
+
+    def __call__(self, name: str) -> dict[str, Any] | None:
+        self.lookups.append(name)
+        if self.fail:
+            raise RuntimeError("informer cache not synced")
+        return self.accounts.get(name)
+
+
+@pytest.fixture
+def directory() -> Directory:
+    return Directory(
+        make_account(),
+        make_account(name="expired", ttl="1h"),
+        make_account(name="pull.ns.example.1", labels={"accessMode": ["pull"]}),
+    )
+
+
+@pytest.fixture
+def server(directory: Directory) -> Iterator[AuthnHTTPServer]:
+    srv = AuthnHTTPServer(directory, port=0, clock=lambda: CREATED + timedelta(hours=2))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+def _request(server: AuthnHTTPServer, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_server_binds_loopback(server: AuthnHTTPServer) -> None:
+    assert server.server_address[0] == "127.0.0.1"
+    assert server.port > 0
+
+
+def test_server_allow(server: AuthnHTTPServer) -> None:
+    status, body = _request(server, "POST", "/authn", f"push.ns.example.1 {PASSWORD}".encode())
+    assert status == 200
+    assert json.loads(body) == {
+        "labels": {"accessMode": ["push"], "account": ["push.ns.example.1"], "origin": ["cr"]}
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (f"push.ns.example.1 {PASSWORD}x".encode(), 401),
+        (f"expired {PASSWORD}".encode(), 401),
+        (f"nobody {PASSWORD}".encode(), 404),
+        (b" ", 404),  # anonymous: docker_auth sends an empty user and password
+        (b"", 404),
+        (b"push.ns.example.1", 404),
+        (b"\xff\xfe", 400),
+    ],
+)
+def test_server_decisions(server: AuthnHTTPServer, body: bytes, status: int) -> None:
+    assert _request(server, "POST", "/authn", body) == (status, b"")
+
+
+def test_server_does_not_look_up_empty_users(server: AuthnHTTPServer, directory: Directory) -> None:
+    _request(server, "POST", "/authn", b" pw")
+    assert directory.lookups == []
+
+
+def test_server_lookup_failure_is_503(server: AuthnHTTPServer, directory: Directory) -> None:
+    directory.fail = True
+    assert _request(server, "POST", "/authn", b"push.ns.example.1 pw")[0] == 503
+
+
+def test_server_verifier_failure_is_500(directory: Directory, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(account: authn.Account, password: str) -> bool:
+        raise RuntimeError(password)  # the message must not reach the logs either
+
+    caplog.set_level(logging.DEBUG)
+    srv = AuthnHTTPServer(directory, port=0, verify=broken, clock=lambda: CREATED)
+    assert srv.handle_login(f"push.ns.example.1 {PASSWORD}".encode()) == (500, b"")
+    srv.server_close()
+    assert any("RuntimeError" in record.getMessage() for record in caplog.records)
+    assert all(PASSWORD not in record.getMessage() for record in caplog.records)
+
+
+def test_server_other_routes(server: AuthnHTTPServer) -> None:
+    assert _request(server, "GET", "/healthz") == (200, b"ok\n")
+    assert _request(server, "POST", "/other", b"a b")[0] == 400  # never 404: that means "no match"
+    assert _request(server, "GET", "/authn")[0] == 405
+    assert _request(server, "POST", "/authn", b"x" * (authn.MAX_BODY_BYTES + 1))[0] == 413
+
+
+def test_server_caches_successful_logins(server: AuthnHTTPServer) -> None:
+    assert isinstance(server.verify, CachingVerifier)
+    for _ in range(3):
+        assert _request(server, "POST", "/authn", f"push.ns.example.1 {PASSWORD}".encode())[0] == 200
+    assert server.verify.hits == 2
+
+
+def test_logs_never_contain_the_password(
+    server: AuthnHTTPServer, directory: Directory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bodies = [
+        f"push.ns.example.1 {PASSWORD}",
+        f"push.ns.example.1 {PASSWORD}-wrong",
+        f"nobody {PASSWORD}",
+        f"expired {PASSWORD}",
+    ]
+    for body in bodies:
+        _request(server, "POST", "/authn", body.encode())
+    directory.fail = True
+    _request(server, "POST", "/authn", f"push.ns.example.1 {PASSWORD}".encode())
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("push.ns.example.1" in message and "allow" in message for message in messages)
+    assert any("wrong password" in message for message in messages)
+    assert any("lookup" in message and "failed" in message for message in messages)
+    assert all(PASSWORD not in message for message in messages)
+    assert all(PASSWORD not in repr(record.args) for record in caplog.records)
+
+
+# --------------------------------------------------------------------------------------------------
+# The ext_auth shim, run with busybox (what the stock docker_auth image has)
+
+
+def test_shim_script_is_packaged() -> None:
+    script = authn.shim_script()
+    assert script.startswith("#!/bin/sh\n")
+    shipped = Path(authn.__file__).parent / "data" / "ext_auth_shim.sh"
+    assert script == shipped.read_text()
+
+
+BUSYBOX = shutil.which("busybox")
+
+
+RunShim = Callable[[str, bytes], subprocess.CompletedProcess[bytes]]
+
+
+@pytest.fixture(params=["sh, busybox on PATH", "busybox sh, busybox on PATH", "sh, applets only"])
+def run_shim(request: pytest.FixtureRequest, tmp_path: Path) -> RunShim:
+    """Run the shim as docker_auth does: `sh <shim> <url>`, credentials on stdin.
+
+    "applets only" mimics the alpine-based docker_auth image, where wget, sed and tail are busybox
+    applets and no `busybox` name is on PATH.
+    """
+    # A prerequisite, never a reason to skip: `make unit`/`make test` install it (hack/build-deps.sh).
+    assert BUSYBOX is not None, "busybox is required: run hack/build-deps.sh debian-tools"
+    shell, _, path_kind = request.param.partition(", ")
+    shell_argv = [BUSYBOX, "sh"] if shell == "busybox sh" else [shutil.which("sh") or "/bin/sh"]
+    if path_kind == "applets only":
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for applet in ("wget", "sed", "tail"):
+            (bin_dir / applet).symlink_to(BUSYBOX)
+        path = str(bin_dir)
+    else:
+        path = os.environ.get("PATH", "")
+    shim = tmp_path / "ext_auth_shim.sh"
+    shim.write_text(authn.shim_script())
+    shim.chmod(0o644)  # mounted from a ConfigMap: not executable; docker_auth runs it through sh
+
+    def run(url: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+        # A proxy in the environment must be ignored for the loopback call.
+        env = {"PATH": path, "http_proxy": "http://127.0.0.1:9/"}
+        return subprocess.run(
+            [*shell_argv, str(shim), url], input=stdin, capture_output=True, env=env, timeout=30
+        )
+
+    return run
+
+
+def test_shim_allow_prints_labels(server: AuthnHTTPServer, run_shim: RunShim) -> None:
+    url = f"http://127.0.0.1:{server.port}/authn"
+    done = run_shim(url, f"push.ns.example.1 {PASSWORD}".encode())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["labels"]["account"] == ["push.ns.example.1"]
+
+
+@pytest.mark.parametrize(
+    ("stdin", "code"),
+    [
+        (f"push.ns.example.1 {PASSWORD}-wrong".encode(), 1),
+        (f"expired {PASSWORD}".encode(), 1),
+        (f"nobody {PASSWORD}".encode(), 2),
+        (b" ", 2),
+    ],
+)
+def test_shim_deny_and_no_match(server: AuthnHTTPServer, run_shim: RunShim, stdin: bytes, code: int) -> None:
+    done = run_shim(f"http://127.0.0.1:{server.port}/authn", stdin)
+    assert done.returncode == code, done.stderr
+    assert done.stdout == b""
+
+
+def test_shim_errors_exit_3_without_leaking(
+    server: AuthnHTTPServer, directory: Directory, run_shim: RunShim
+) -> None:
+    directory.fail = True
+    done = run_shim(f"http://127.0.0.1:{server.port}/authn", f"push.ns.example.1 {PASSWORD}".encode())
+    assert done.returncode == 3
+    assert b"HTTP status: 503" in done.stderr
+    assert PASSWORD.encode() not in done.stderr + done.stdout
+
+
+def test_shim_sidecar_down_exits_3(run_shim: RunShim, server: AuthnHTTPServer) -> None:
+    port = server.port
+    server.shutdown()
+    server.server_close()
+    done = run_shim(f"http://127.0.0.1:{port}/authn", f"push.ns.example.1 {PASSWORD}".encode())
+    assert done.returncode == 3
+    assert b"HTTP status: none" in done.stderr
+    assert PASSWORD.encode() not in done.stderr
