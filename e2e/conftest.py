@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from e2e.support.operator import OperatorProcess
 from registry_operator.devenv.cluster import LocalCluster
 
 CRD_DIR = Path(__file__).resolve().parents[1] / "manifests" / "crds"
@@ -41,3 +42,28 @@ def namespace(cluster: LocalCluster) -> Iterator[str]:
     finally:
         # Don't wait: namespace finalization runs in controller-manager while the next test goes on.
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def start_operator(cluster: LocalCluster, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start the real operator as a subprocess; stopped (and its log kept in tmp_path) afterwards.
+
+    Usage: `start_operator(controllers="caroot,imageregistry", env={"OPERATOR_SECRET_TTL": "1m"})`.
+    Only one operator should run at a time: they share the cluster (and the leader Lease).
+    """
+    started: list[OperatorProcess] = []
+
+    def start(
+        *, controllers: str = "*", env: dict[str, str] | None = None, wait_ready: bool = True
+    ) -> OperatorProcess:
+        operator = OperatorProcess(
+            cluster, tmp_path, controllers=controllers, env=env, name=f"operator-{len(started)}"
+        )
+        started.append(operator)
+        return operator.start(wait_ready=wait_ready)
+
+    try:
+        yield start
+    finally:
+        for operator in started:
+            operator.stop()

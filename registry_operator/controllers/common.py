@@ -1,0 +1,111 @@
+"""Small building blocks every reconciler uses: owner references, writing children without
+steady-state writes, status writes with optimistic locking, base64 secret data.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from registry_operator.kube.client import Client
+from registry_operator.kube.resources import Resource
+
+Object = dict[str, Any]
+
+# One field manager for everything the operator applies; server-side apply then removes fields that
+# an older operator version set but the current one no longer renders.
+FIELD_MANAGER = "registry-operator"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = obj.get("metadata") or {}
+    return metadata
+
+
+def controller_ref(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """An ownerReference that makes `owner` the controller (garbage collection, owned watches)."""
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta(owner)["name"],
+        "uid": meta(owner)["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def is_controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = meta(owner).get("uid")
+    return any(
+        ref.get("controller") and ref.get("uid") == uid for ref in meta(obj).get("ownerReferences") or []
+    )
+
+
+def contains(actual: Any, desired: Any) -> bool:
+    """Whether every field set in `desired` has the same value in `actual` (lists compared whole).
+
+    This is how a reconciler decides that an object already is as desired without writing: the API
+    server adds defaults and other managers' fields, which must not count as a difference.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            key in actual and contains(actual[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(desired)
+            and all(contains(a, d) for a, d in zip(actual, desired, strict=True))
+        )
+    return bool(actual == desired)
+
+
+def ensure(client: Client, resource: Resource, desired: Object, current: Mapping[str, Any] | None) -> Object:
+    """Server-side apply `desired` unless `current` (usually from the cache) already contains it.
+
+    Only the fields in `desired` are owned by the operator: labels, annotations and fields other
+    managers or users add are kept.
+    """
+    if current is not None and contains(current, desired):
+        return dict(current)
+    return client.apply(resource, desired, field_manager=FIELD_MANAGER, force=True)
+
+
+def write_status(
+    client: Client, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]
+) -> bool:
+    """PUT `status` on `obj` unless it is already equal; the object's resourceVersion makes the
+    write fail with Conflict when the cache was stale, so a decision is never based on old data.
+    """
+    if obj.get("status") == status:
+        return False
+    body = copy.deepcopy(dict(obj))
+    body["status"] = dict(status)
+    client.update_status(resource, body, field_manager=FIELD_MANAGER)
+    return True
+
+
+def b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode()
+
+
+def secret_data(values: Mapping[str, str | bytes]) -> dict[str, str]:
+    """Secret `data` (base64) from plain values; never use stringData, which the API doesn't return."""
+    return {key: b64(value) for key, value in values.items()}
+
+
+def decode_secret_data(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
+    data: Mapping[str, str] = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value) for key, value in data.items()}
+
+
+def key_of(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"

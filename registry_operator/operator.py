@@ -1,0 +1,94 @@
+"""Process entry points: the operator (`registry-operator run`) and the registry pods' authn sidecar
+(`registry-operator authn-server`)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+
+import structlog
+
+from registry_operator import __version__, controllers, logsetup
+from registry_operator.authn import DEFAULT_AUTHN_PORT, AuthnHTTPServer
+from registry_operator.config import ConfigError, Settings, load_settings
+from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
+from registry_operator.kube.client import Client
+from registry_operator.kube.informer import SharedInformerFactory
+from registry_operator.kube.manager import Manager, ManagerOptions
+
+log = structlog.get_logger("registry_operator")
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _fail(message: str) -> int:
+    # One clear line for the user, never a traceback: these are configuration mistakes.
+    print(f"registry-operator: {message}", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
+
+
+def build_manager(client: Client, settings: Settings, controller_names: list[str]) -> Manager:
+    options = ManagerOptions(
+        bind_address=settings.metrics_bind_address,
+        health_bind_address=settings.health_probe_bind_address,
+        leader_election=settings.leader_election,
+        leader_election_id=settings.leader_election_lease_name,
+        leader_election_namespace=settings.operator_namespace,
+    )
+    manager = Manager(client, options)
+    controllers.setup(manager, settings, controller_names)
+    return manager
+
+
+def run_operator(*, controller_spec: str = "*", kubeconfig: str | None = None) -> int:
+    logsetup.configure()
+    try:
+        settings = load_settings()
+        names = controllers.select(controller_spec)
+    except (ConfigError, controllers.UnknownControllerError) as err:
+        return _fail(str(err))
+    client = Client.load(kubeconfig)
+    manager = build_manager(client, settings, names)
+    log.info(
+        "starting",
+        version=__version__,
+        controllers=names,
+        watch_namespace=settings.watch_namespace or "(all)",
+        operator_namespace=settings.operator_namespace,
+    )
+    return int(manager.run())
+
+
+def run_authn_server(*, namespace: str, port: int = DEFAULT_AUTHN_PORT, kubeconfig: str | None = None) -> int:
+    """Answer the docker_auth ext_auth shim from an informer on this namespace's accounts only."""
+    logsetup.configure()
+    if not namespace:
+        return _fail("authn-server needs --namespace (or the NAMESPACE env var)")
+    client = Client.load(kubeconfig)
+    informers = SharedInformerFactory(client)
+    accounts = informers.informer(IMAGE_REGISTRY_ACCOUNTS, namespace=namespace)
+    informers.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if not accounts.wait_for_sync(timeout=120):
+        log.error("account cache did not sync", namespace=namespace)
+        return 1
+
+    def lookup(username: str) -> dict[str, object] | None:
+        return accounts.store.get_by_name(namespace, username)
+
+    server = AuthnHTTPServer(lookup, port=port)
+    thread = threading.Thread(target=server.serve_forever, name="authn-http", daemon=True)
+    thread.start()
+    log.info("authn-server listening", address=f"127.0.0.1:{server.port}", namespace=namespace)
+    stop.wait()
+    server.shutdown()
+    informers.stop()
+    return 0
