@@ -1,0 +1,240 @@
+"""`ImageRegistry`: a container image registry with docker_auth token authentication."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import ConfigDict, Field
+
+from registry_operator.api.base import ApiModel, Resource, is_empty
+from registry_operator.api.common import DNS1123Subdomain, Quantity, StatusBase
+from registry_operator.api.constants import API_VERSION, KIND_IMAGE_REGISTRY, PLURAL_IMAGE_REGISTRIES
+
+CERT_MANAGER_GROUP: Final = "cert-manager.io"
+
+AccessModeName = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+AclAction = Literal["pull", "push", "delete", "*"]
+
+ACCESS_MODE_READ_WRITE_MANY: Final = "ReadWriteMany"
+DEFAULT_SERVICE_TYPE: Final = "LoadBalancer"
+
+
+def _defaulted(value: ApiModel | list[str]) -> dict[str, Any]:
+    """json_schema_extra that makes the apiserver default a field to `value` (as Python does)."""
+    if isinstance(value, ApiModel):
+        # `{}`: the nested fields' own defaults then fill the object in on the server.
+        return {"default": value.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
+    return {"default": value}
+
+
+def _default_access_modes() -> list[AccessModeName]:
+    return [ACCESS_MODE_READ_WRITE_MANY]
+
+
+class IssuerRef(ApiModel):
+    """A cert-manager issuer that signs the registry's certificate."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"(has(self.group) && self.group != '{CERT_MANAGER_GROUP}')"
+                    " || self.kind in ['Issuer', 'ClusterIssuer']",
+                    "message": f"kind must be Issuer or ClusterIssuer for a {CERT_MANAGER_GROUP} issuer",
+                    "fieldPath": ".kind",
+                }
+            ]
+        }
+    )
+
+    name: DNS1123Subdomain
+    """Name of the issuer."""
+    kind: Annotated[str, Field(max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")] = "Issuer"
+    """`Issuer` (in the registry's namespace) or `ClusterIssuer`; another kind for an external issuer."""
+    group: DNS1123Subdomain | None = None
+    """API group of the issuer; `cert-manager.io` when omitted."""
+
+
+class TLSSpec(ApiModel):
+    """Where the registry's serving certificate comes from.
+
+    Neither field: a certificate signed by the operator's self-signed root CA
+    (Secret `image-registry-root-ca` in the operator namespace). `secretName` only: an existing
+    `kubernetes.io/tls` Secret with `tls.crt`, `tls.key` and `ca.crt`. `issuerRef`: the operator
+    creates a cert-manager Certificate, which writes into `secretName` when that is set too.
+    """
+
+    secret_name: DNS1123Subdomain | None = None
+    """The Secret with the serving certificate (in the registry's namespace)."""
+    issuer_ref: IssuerRef | None = None
+    """A cert-manager issuer to request the certificate from."""
+
+
+class StorageRequests(ApiModel):
+    """Storage the claim requests."""
+
+    storage: Quantity
+    """Size of the volume, e.g. `8Gi`."""
+
+
+class StorageLimits(ApiModel):
+    """Storage limit of the claim."""
+
+    storage: Quantity | None = None
+    """Maximum size of the volume."""
+
+
+class VolumeResources(ApiModel):
+    """Resources of the registry's PersistentVolumeClaim."""
+
+    requests: StorageRequests
+    limits: StorageLimits | None = None
+
+
+class PersistentVolumeClaimSpec(ApiModel):
+    """The PersistentVolumeClaim (`imageregistry-<name>-pvc`) the images are stored on."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    # A bound claim's storage class cannot change; say so before the PVC update fails.
+                    "rule": "has(self.storageClassName) == has(oldSelf.storageClassName)"
+                    " && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+                    "message": "storageClassName is immutable",
+                    "fieldPath": ".storageClassName",
+                }
+            ]
+        }
+    )
+
+    storage_class_name: (
+        Annotated[
+            str,
+            Field(
+                max_length=253,
+                pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$",
+            ),
+        ]
+        | None
+    ) = None
+    """StorageClass of the claim; omitted or empty: the cluster's default class. Immutable."""
+    access_modes: list[AccessModeName] = Field(
+        default_factory=_default_access_modes,
+        min_length=1,
+        max_length=3,
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "accessModes is immutable"}],
+            **_defaulted([ACCESS_MODE_READ_WRITE_MANY]),
+        },
+    )
+    """Access modes of the claim. More than one replica needs ReadWriteMany (the default). Immutable."""
+    resources: VolumeResources
+    """Requested size (`requests.storage`) and optional limit."""
+    delete_claim: bool = False
+    """Delete the claim, and with it the images, when the ImageRegistry is deleted."""
+
+
+class ServiceSpec(ApiModel):
+    """The registry's Service (named like the ImageRegistry)."""
+
+    type: ServiceType = DEFAULT_SERVICE_TYPE
+    """Service type; LoadBalancer makes the registry reachable from the nodes' container runtimes."""
+
+
+class AclMatch(ApiModel):
+    """docker_auth match conditions; omitted fields match anything.
+
+    Values are docker_auth patterns: a glob (`library/*`), or a regular expression between slashes
+    (`/^team-.*$/`); `${account}`, `${name}`, `${labels:namespace}` etc. are substituted.
+    """
+
+    account: Annotated[str, Field(max_length=1024)] | None = None
+    """The account (user) name."""
+    type: Annotated[str, Field(max_length=1024)] | None = None
+    """The resource type, e.g. `repository` or `registry`."""
+    name: Annotated[str, Field(max_length=1024)] | None = None
+    """The resource name, e.g. the repository `team-a/app`."""
+    service: Annotated[str, Field(max_length=1024)] | None = None
+    """The service the token is requested for."""
+    ip: Annotated[str, Field(max_length=64)] | None = None
+    """Client IP address or CIDR."""
+    labels: dict[str, Annotated[str, Field(max_length=1024)]] | None = Field(default=None, max_length=32)
+    """Account labels that must match (operator accounts carry `namespace`, `name`, `accessMode`)."""
+
+
+class AclEntry(ApiModel):
+    """One docker_auth ACL rule; the first rule that matches a request decides."""
+
+    match: AclMatch
+    """Which requests the rule applies to (`{}` matches all)."""
+    actions: list[AclAction] = Field(max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"})
+    """Actions granted; `[]` denies, `["*"]` grants whatever was requested."""
+    comment: Annotated[str, Field(max_length=1024)] | None = None
+    """Free text, logged by docker_auth when the rule matches."""
+
+
+class AuthSpec(ApiModel):
+    """Authorisation of the registry's docker_auth."""
+
+    acl: list[AclEntry] | None = Field(default=None, max_length=256)
+    """docker_auth ACL replacing the default (push accounts push and pull, pull accounts pull,
+    anonymous nothing). An empty list denies everything."""
+
+
+class ImageRegistrySpec(ApiModel):
+    """Desired state of an ImageRegistry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    # All replicas mount the one claim, so only ReadWriteMany lets them spread over nodes.
+                    "rule": "!has(self.replicas) || self.replicas <= 1"
+                    " || self.persistentVolumeClaim.accessModes.exists(m, m == 'ReadWriteMany')",
+                    "message": "more than one replica requires persistentVolumeClaim.accessModes"
+                    " to contain ReadWriteMany",
+                    "fieldPath": ".replicas",
+                }
+            ]
+        }
+    )
+
+    replicas: Annotated[int, Field(ge=0, le=2**31 - 1, json_schema_extra={"format": "int32"})] = 1
+    """Number of registry pods."""
+    persistent_volume_claim: PersistentVolumeClaimSpec
+    """The volume the images are stored on."""
+    tls: TLSSpec = Field(default_factory=TLSSpec, json_schema_extra=_defaulted(TLSSpec()))
+    """Source of the registry's TLS certificate; `{}` uses the operator's self-signed CA."""
+    service: ServiceSpec = Field(default_factory=ServiceSpec, json_schema_extra=_defaulted(ServiceSpec()))
+    """How the registry is exposed."""
+    auth: AuthSpec | None = None
+    """Authorisation rules; omitted: the default ACL."""
+
+
+class ImageRegistryStatus(StatusBase):
+    """Observed state of an ImageRegistry."""
+
+    hostname: Annotated[str, Field(max_length=253)] | None = None
+    """The registry's hostname, `<name>.<namespace>.<OPERATOR_DNS_ZONE>`."""
+    tls_secret_name: Annotated[str, Field(max_length=253)] | None = None
+    """The Secret holding the registry's serving certificate and `ca.crt`."""
+
+
+class ImageRegistry(Resource):
+    """A container image registry (distribution) with docker_auth token authentication.
+
+    Accounts (ImageRegistryAccount) in the registry's namespace can log in; ImagePushSecret and
+    ImagePullSecret create rotating accounts and Secrets for it.
+    """
+
+    KIND: ClassVar[str] = KIND_IMAGE_REGISTRY
+    PLURAL: ClassVar[str] = PLURAL_IMAGE_REGISTRIES
+
+    api_version: Literal["registry.mgoltzsche.github.com/v1alpha1"] = API_VERSION
+    kind: Literal["ImageRegistry"] = KIND_IMAGE_REGISTRY
+    spec: ImageRegistrySpec
+    # Omitted while empty: the API has no status until the operator writes one.
+    status: ImageRegistryStatus = Field(default_factory=ImageRegistryStatus, exclude_if=is_empty)
