@@ -4,7 +4,7 @@
 #
 #   hack/build-deps.sh [component ...]     components: kubernetes etcd kwok docker_auth registry
 #                                                      debian-tools (skopeo, busybox) cert-manager
-#   default: kubernetes etcd kwok registry debian-tools. docker_auth is listed but the Go module
+#   default: kubernetes etcd kwok registry cert-manager debian-tools. docker_auth is listed but the Go module
 #   proxy reachable on the project's machines refuses it (HTTP 403).
 #
 # Results are cached outside the clone, keyed by version:
@@ -144,24 +144,37 @@ build_registry() {
 }
 
 build_cert_manager() {
-  # cmd/controller is its own module with a replace onto the repo root, so `go install` refuses it;
-  # a throwaway module requiring both at the same version builds it.
+  # From v1.12 on, cert-manager's binaries are separate Go modules that the module proxy does not
+  # serve, so the pin is the last release whose cmd/controller lives in the root module. Its go.mod
+  # has a replace directive, which `go install` refuses: a throwaway module copies it.
   local out=$1 v=$2
   local work="$CACHE/build/cert-manager-$v"
   mkdir -p "$work" && cd "$work"
   step "create throwaway module"
   printf 'module local/cmbuild\n\ngo 1.26.0\n' >go.mod
-  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/cert-manager/cert-manager/controller-binary"\n' >tools.go
-  run go mod edit -require="github.com/cert-manager/cert-manager@$v" \
-    -require="github.com/cert-manager/cert-manager/controller-binary@$v"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/cert-manager/cert-manager/cmd/controller"\n' >tools.go
+  run go mod edit -require="github.com/cert-manager/cert-manager@$v"
+  local gomod dir line
+  step "copy upstream replace directives"
+  gomod=$(go mod download -json "github.com/cert-manager/cert-manager@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  while read -r line; do
+    run go mod edit -replace="$line"
+  done < <(sed -n 's#^replace \([^ ]*\) \([^ ]*\) => \([^ ]*\) \([^ ]*\)$#\1@\2=\3@\4#p' "$gomod")
   step "go mod tidy"
   run go mod tidy
   step "compile cert-manager controller"
-  run go build -tags tools -o "$out/cert-manager-controller" github.com/cert-manager/cert-manager/controller-binary
+  run go build -tags tools -o "$out/cert-manager-controller" github.com/cert-manager/cert-manager/cmd/controller
   step "collect CRDs"
-  local dir
   dir=$(go mod download -json "github.com/cert-manager/cert-manager@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  mkdir -p "$out/crds" && cp "$dir"/deploy/crds/*.yaml "$out/crds/"
+  mkdir -p "$out/crds"
+  local f
+  for f in "$dir"/deploy/crds/crd-*.yaml; do
+    # These are Helm templates: drop the templated metadata.labels block (it ends at `spec:`).
+    sed '/^  labels:$/,/^spec:$/{/^spec:$/!d}' "$f" >"$out/crds/$(basename "$f")"
+  done
+  if grep -l '{{' "$out"/crds/*.yaml >>"$LOG"; then
+    echo "template markers left in the CRDs above" >>"$LOG"; false
+  fi
 }
 
 # skopeo (the registry client of the e2e tests) and busybox (its wget is what docker_auth's image
@@ -186,7 +199,7 @@ install_debian_tools() {
 main() {
   command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
   local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry debian-tools)
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager debian-tools)
   local c
   for c in "${want[@]}"; do
     case $c in
