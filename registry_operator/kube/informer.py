@@ -1,0 +1,644 @@
+"""Reflector (list + watch) and shared informers.
+
+Reflector semantics follow client-go `tools/cache/reflector.go`:
+- The first LIST asks for resourceVersion "0" (served from the API server's watch cache); later
+  relists ask for the last synced RV ("not older than"). If a LIST answers 410 Expired / "too large
+  resource version", it is retried at once with RV "" (a quorum read).
+- The resume point is the LIST's own metadata.resourceVersion, never an item's.
+- The watch runs from there with bookmarks, a random server timeout in [5, 10) minutes and a client
+  read timeout a little longer. A clean close reconnects from the last RV without relisting;
+  connection failures back off and reconnect; 410 Gone ("too old resource version") relists.
+- Backoff: 0.8 s, factor 2, jitter 1.0, capped at 30 s, reset after 2 minutes without trouble.
+
+An informer owns one reflector and one indexed `Store`, applies every change to the store first
+and then notifies its handlers. Each handler has its own unbounded queue and thread, so a slow
+handler delays nobody else. A relist that no longer contains a cached object emits a delete with
+`final_state_unknown=True` (client-go's DeletedFinalStateUnknown tombstone).
+
+Objects passed to handlers are the cached dicts themselves: handlers must not mutate them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from registry_operator.kube.cache import IndexFunc, Object, Store, object_key
+from registry_operator.kube.client import (
+    ApiError,
+    Client,
+    ConnectionFailed,
+    Gone,
+    ServerError,
+    TooManyRequests,
+    WatchEvent,
+    is_too_large_resource_version,
+)
+from registry_operator.kube.clock import REAL_CLOCK, Clock
+from registry_operator.kube.resources import Resource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESYNC_PERIOD = 10 * 60 * 60.0
+
+
+# --- handlers ---------------------------------------------------------------------------------------
+class ResourceEventHandler(Protocol):
+    def on_add(self, obj: Object, is_in_initial_list: bool) -> None: ...
+
+    def on_update(self, old: Object, new: Object) -> None:
+        """Also called on resync and relist with old is new (or the same resourceVersion)."""
+        ...
+
+    def on_delete(self, obj: Object, final_state_unknown: bool) -> None:
+        """`final_state_unknown`: the deletion was inferred from a relist; `obj` is the last seen state."""
+        ...
+
+
+@dataclass
+class EventHandlerFuncs:
+    """A ResourceEventHandler from optional callables."""
+
+    add: Callable[[Object, bool], None] | None = None
+    update: Callable[[Object, Object], None] | None = None
+    delete: Callable[[Object, bool], None] | None = None
+
+    def on_add(self, obj: Object, is_in_initial_list: bool) -> None:
+        if self.add is not None:
+            self.add(obj, is_in_initial_list)
+
+    def on_update(self, old: Object, new: Object) -> None:
+        if self.update is not None:
+            self.update(old, new)
+
+    def on_delete(self, obj: Object, final_state_unknown: bool) -> None:
+        if self.delete is not None:
+            self.delete(obj, final_state_unknown)
+
+
+# --- list/watch source ------------------------------------------------------------------------------
+class WatchStreamLike(Protocol):
+    def __iter__(self) -> Iterator[WatchEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class ListerWatcher(Protocol):
+    def list(self, resource_version: str, page_size: int | None) -> Object:
+        """{"metadata": {"resourceVersion": ...}, "items": [...]} for the whole collection."""
+        ...
+
+    def watch(self, resource_version: str, timeout_seconds: int, read_timeout: float) -> WatchStreamLike: ...
+
+
+def _selector_string(selector: str | Mapping[str, str] | None) -> str | None:
+    if selector is None:
+        return None
+    if isinstance(selector, str):
+        return selector or None
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or None
+
+
+@dataclass(frozen=True)
+class ClientListerWatcher:
+    """List and watch one resource through a `Client`, scoped by namespace and selectors."""
+
+    client: Client
+    resource: Resource
+    namespace: str | None = None
+    label_selector: str | None = None
+    field_selector: str | None = None
+
+    def list(self, resource_version: str, page_size: int | None) -> Object:
+        return self.client.list(
+            self.resource,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            resource_version=resource_version,
+            page_size=page_size,
+        )
+
+    def watch(self, resource_version: str, timeout_seconds: int, read_timeout: float) -> WatchStreamLike:
+        return self.client.watch(
+            self.resource,
+            self.namespace,
+            resource_version=resource_version,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            timeout_seconds=timeout_seconds,
+            allow_bookmarks=True,
+            read_timeout=read_timeout,
+        )
+
+
+# --- backoff ----------------------------------------------------------------------------------------
+class ExponentialBackoff:
+    """client-go's exponential backoff manager: initial·factor^n (+jitter), capped, reset when idle."""
+
+    def __init__(
+        self,
+        initial: float = 0.8,
+        cap: float = 30.0,
+        factor: float = 2.0,
+        jitter: float = 1.0,
+        reset_after: float = 120.0,
+        clock: Clock = REAL_CLOCK,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._initial = initial
+        self._cap = cap
+        self._factor = factor
+        self._jitter = jitter
+        self._reset_after = reset_after
+        self._clock = clock
+        self._rand = rand
+        self._current = initial
+        self._last: float | None = None
+
+    def next_delay(self) -> float:
+        now = self._clock.now()
+        if self._last is not None and now - self._last > self._reset_after:
+            self._current = self._initial
+        self._last = now
+        base = self._current
+        self._current = min(self._current * self._factor, self._cap)
+        return min(base * (1.0 + self._rand() * self._jitter), self._cap)
+
+
+# --- reflector --------------------------------------------------------------------------------------
+class ReflectorSink(Protocol):
+    def replace(self, items: list[Object], resource_version: str) -> None: ...
+
+    def apply_event(self, event_type: str, obj: Object) -> None: ...
+
+
+@dataclass
+class ReflectorStats:
+    lists: int = 0  # successful LISTs, the initial one included
+    expired: int = 0  # 410 / "too old resource version" answers that forced a relist
+    list_fallbacks: int = 0  # LISTs retried with RV "" because the RV was unavailable
+    watches: int = 0  # watch requests that were opened
+    watch_events: int = 0
+    bookmarks: int = 0
+    errors: int = 0  # failures that led to a backoff
+
+
+class Reflector:
+    def __init__(
+        self,
+        lister_watcher: ListerWatcher,
+        sink: ReflectorSink,
+        *,
+        name: str,
+        clock: Clock = REAL_CLOCK,
+        backoff: ExponentialBackoff | None = None,
+        watch_timeout_range: tuple[int, int] = (300, 600),
+        read_timeout_margin: float = 30.0,
+        page_size: int = 500,
+    ) -> None:
+        self.name = name
+        self._lw = lister_watcher
+        self._sink = sink
+        self._clock = clock
+        self._backoff = backoff or ExponentialBackoff(clock=clock)
+        self._watch_timeout_range = watch_timeout_range
+        self._read_timeout_margin = read_timeout_margin
+        self._page_size = page_size
+        self._stop = threading.Event()
+        self._stream_lock = threading.Lock()
+        self._stream: WatchStreamLike | None = None
+        self._last_sync_rv = ""
+        self._rv_unavailable = False
+        self.stats = ReflectorStats()
+
+    @property
+    def last_sync_resource_version(self) -> str:
+        return self._last_sync_rv
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._stream_lock:
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def run(self) -> None:
+        """List and watch until `stop()`; never raises."""
+        while not self._stop.is_set():
+            try:
+                self._list()
+                self._watch_until_relist_needed()
+            except Exception as error:
+                if self._stop.is_set():
+                    break
+                self.stats.errors += 1
+                log.warning("reflector %s: list/watch failed, retrying: %s", self.name, error)
+            if self._stop.is_set():
+                break
+            self._clock.sleep(self._backoff.next_delay(), self._stop)
+
+    def _relist_resource_version(self) -> str:
+        if self._rv_unavailable:
+            return ""
+        return self._last_sync_rv or "0"
+
+    def _list(self) -> None:
+        resource_version = self._relist_resource_version()
+        try:
+            result = self._lw.list(resource_version, self._page_size if resource_version == "" else None)
+        except ApiError as error:
+            if resource_version == "" or not (
+                isinstance(error, Gone) or is_too_large_resource_version(error)
+            ):
+                raise
+            # The RV is no longer (or not yet) available: fall back to a consistent read.
+            self.stats.list_fallbacks += 1
+            self._rv_unavailable = True
+            result = self._lw.list("", self._page_size)
+        self._rv_unavailable = False
+        list_rv = str((result.get("metadata") or {}).get("resourceVersion") or "")
+        self._sink.replace(list(result.get("items") or []), list_rv)
+        self._last_sync_rv = list_rv
+        self.stats.lists += 1
+
+    def _watch_until_relist_needed(self) -> None:
+        while not self._stop.is_set():
+            timeout_seconds = random.randrange(*self._watch_timeout_range)
+            try:
+                stream = self._lw.watch(
+                    self._last_sync_rv, timeout_seconds, timeout_seconds + self._read_timeout_margin
+                )
+            except Gone:
+                self.stats.expired += 1
+                return
+            except (ConnectionFailed, TooManyRequests, ServerError) as error:
+                # The API server is unreachable or overloaded: keep our RV, wait, watch again.
+                self.stats.errors += 1
+                log.info("reflector %s: cannot watch, backing off: %s", self.name, error)
+                self._clock.sleep(self._backoff.next_delay(), self._stop)
+                continue
+            with self._stream_lock:
+                self._stream = stream
+            if self._stop.is_set():
+                stream.close()
+                return
+            self.stats.watches += 1
+            started = self._clock.now()
+            events = 0
+            try:
+                for event in stream:
+                    events += 1
+                    self._handle(event)
+                    if self._stop.is_set():
+                        return
+            except Gone:
+                self.stats.expired += 1
+                return
+            except ConnectionFailed as error:
+                # The stream broke (API server restart, network): resume from the last RV.
+                self.stats.errors += 1
+                log.info("reflector %s: watch interrupted: %s", self.name, error)
+                self._clock.sleep(self._backoff.next_delay(), self._stop)
+                continue
+            finally:
+                with self._stream_lock:
+                    self._stream = None
+                stream.close()
+            if events == 0 and self._clock.now() - started < 1.0 and not self._stop.is_set():
+                # A watch that ends at once without events points at a problem: don't hot-loop.
+                self.stats.errors += 1
+                self._clock.sleep(self._backoff.next_delay(), self._stop)
+
+    def _handle(self, event: WatchEvent) -> None:
+        obj = event.object
+        resource_version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if event.type == "BOOKMARK":
+            self.stats.bookmarks += 1
+        elif event.type in ("ADDED", "MODIFIED", "DELETED"):
+            self.stats.watch_events += 1
+            self._sink.apply_event(event.type, obj)
+        else:
+            log.warning("reflector %s: ignoring watch event of type %r", self.name, event.type)
+            return
+        if resource_version:
+            self._last_sync_rv = resource_version
+
+
+# --- informer ---------------------------------------------------------------------------------------
+_Notification = tuple[str, Object, Any]
+
+
+class HandlerRegistration:
+    """Returned by `add_event_handler`; `has_synced()` once the initial adds were delivered."""
+
+    _SYNCED_MARKER = "synced"
+
+    def __init__(self, informer: SharedInformer, handler: ResourceEventHandler) -> None:
+        self._informer_name = informer.name
+        self.handler = handler
+        self._cond = threading.Condition()
+        self._pending: deque[_Notification] = deque()
+        self._stopped = False
+        self._synced = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name=f"handler-{informer.name}", daemon=True)
+        self._thread.start()
+
+    def _push(self, notification: _Notification) -> None:
+        with self._cond:
+            self._pending.append(notification)
+            self._cond.notify_all()
+
+    def _push_synced_marker(self) -> None:
+        self._push((self._SYNCED_MARKER, {}, None))
+
+    def has_synced(self) -> bool:
+        with self._cond:
+            return self._synced
+
+    def _stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                kind, obj, extra = self._pending.popleft()
+                if kind == self._SYNCED_MARKER:
+                    self._synced = True
+                    self._cond.notify_all()
+                    continue
+                self._busy = True
+            try:
+                if kind == "add":
+                    self.handler.on_add(obj, bool(extra))
+                elif kind == "update":
+                    self.handler.on_update(extra, obj)
+                else:
+                    self.handler.on_delete(obj, bool(extra))
+            except Exception:
+                log.exception("informer %s: event handler failed", self._informer_name)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every queued notification was handled (tests, diagnostics)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+
+class SharedInformer:
+    """One reflector + one indexed store, shared by any number of event handlers."""
+
+    def __init__(
+        self,
+        lister_watcher: ListerWatcher,
+        *,
+        name: str,
+        indexers: Mapping[str, IndexFunc] | None = None,
+        resync_period: float | None = None,
+        clock: Clock = REAL_CLOCK,
+        backoff: ExponentialBackoff | None = None,
+        watch_timeout_range: tuple[int, int] = (300, 600),
+        page_size: int = 500,
+    ) -> None:
+        self.name = name
+        self.store = Store(indexers)
+        self.reflector = Reflector(
+            lister_watcher,
+            self,
+            name=name,
+            clock=clock,
+            backoff=backoff,
+            watch_timeout_range=watch_timeout_range,
+            page_size=page_size,
+        )
+        self._clock = clock
+        self._resync_period = resync_period
+        self._lock = threading.RLock()
+        self._handlers: list[HandlerRegistration] = []
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+
+    # --- handlers --------------------------------------------------------------------------------
+    def add_event_handler(self, handler: ResourceEventHandler) -> HandlerRegistration:
+        """Register `handler`; if the cache is already filled it first gets an add per object."""
+        with self._lock:
+            registration = HandlerRegistration(self, handler)
+            self._handlers.append(registration)
+            if self._synced.is_set():
+                objects = self.store.list(copy=False)
+                for obj in objects:
+                    registration._push(("add", obj, True))
+                registration._push_synced_marker()
+            return registration
+
+    def remove_event_handler(self, registration: HandlerRegistration) -> None:
+        with self._lock:
+            if registration in self._handlers:
+                self._handlers.remove(registration)
+        registration._stop()
+
+    def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
+        self.store.add_indexers(indexers)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        reflector = threading.Thread(target=self.reflector.run, name=f"reflector-{self.name}", daemon=True)
+        self._threads.append(reflector)
+        reflector.start()
+        if self._resync_period:
+            resync = threading.Thread(target=self._resync_loop, name=f"resync-{self.name}", daemon=True)
+            self._threads.append(resync)
+            resync.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop watching and delivering; wait up to `timeout` (real seconds) for the threads."""
+        self._stop.set()
+        self.reflector.stop()
+        with self._lock:
+            handlers = list(self._handlers)
+        for registration in handlers:
+            registration._stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_for_sync(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    # --- resync ----------------------------------------------------------------------------------
+    def resync(self) -> int:
+        """Replay every cached object to the handlers as an update (no API call); returns the count."""
+        with self._lock:
+            objects = self.store.list(copy=False)
+            for obj in objects:
+                self._notify(("update", obj, obj))
+            return len(objects)
+
+    def _resync_loop(self) -> None:
+        assert self._resync_period is not None
+        while True:
+            # 10% jitter spreads the resyncs of different informers.
+            period = self._resync_period * (1.0 + 0.1 * random.random())
+            if self._clock.sleep(period, self._stop):
+                return
+            if self._synced.is_set():
+                self.resync()
+
+    # --- reflector sink --------------------------------------------------------------------------
+    def _notify(self, notification: _Notification) -> None:
+        for registration in self._handlers:
+            registration._push(notification)
+
+    def replace(self, items: list[Object], resource_version: str) -> None:
+        with self._lock:
+            initial = not self._synced.is_set()
+            added, updated, deleted = self.store.replace(items)
+            for obj in added:
+                self._notify(("add", obj, initial))
+            for old, new in updated:
+                self._notify(("update", new, old))
+            for obj in deleted:
+                self._notify(("delete", obj, True))
+            if initial:
+                for registration in self._handlers:
+                    registration._push_synced_marker()
+                self._synced.set()
+
+    def apply_event(self, event_type: str, obj: Object) -> None:
+        with self._lock:
+            if event_type == "DELETED":
+                self.store.delete(object_key(obj))
+                self._notify(("delete", obj, False))
+                return
+            old = self.store.upsert(obj)
+            if old is None:
+                self._notify(("add", obj, False))
+            else:
+                self._notify(("update", obj, old))
+
+
+# --- factory ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InformerKey:
+    resource: Resource
+    namespace: str | None
+    label_selector: str | None
+    field_selector: str | None
+
+
+class SharedInformerFactory:
+    """One informer per (resource, namespace, label selector, field selector), shared by all users."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        resync_period: float | None = DEFAULT_RESYNC_PERIOD,
+        clock: Clock = REAL_CLOCK,
+        page_size: int = 500,
+    ) -> None:
+        self._client = client
+        self._resync_period = resync_period
+        self._clock = clock
+        self._page_size = page_size
+        self._lock = threading.Lock()
+        self._informers: dict[InformerKey, SharedInformer] = {}
+        self._started = False
+
+    def informer(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | Mapping[str, str] | None = None,
+        field_selector: str | Mapping[str, str] | None = None,
+        indexers: Mapping[str, IndexFunc] | None = None,
+    ) -> SharedInformer:
+        key = InformerKey(
+            resource,
+            (namespace or None) if resource.namespaced else None,
+            _selector_string(label_selector),
+            _selector_string(field_selector),
+        )
+        with self._lock:
+            informer = self._informers.get(key)
+            if informer is None:
+                scope = key.namespace or "*"
+                selectors = ",".join(s for s in (key.label_selector, key.field_selector) if s)
+                informer = SharedInformer(
+                    ClientListerWatcher(
+                        self._client, resource, key.namespace, key.label_selector, key.field_selector
+                    ),
+                    name=f"{resource}/{scope}" + (f"[{selectors}]" if selectors else ""),
+                    resync_period=self._resync_period,
+                    clock=self._clock,
+                    page_size=self._page_size,
+                )
+                self._informers[key] = informer
+                if self._started:
+                    informer.start()
+        if indexers:
+            informer.add_indexers(indexers)
+        return informer
+
+    def informers(self) -> dict[InformerKey, SharedInformer]:
+        with self._lock:
+            return dict(self._informers)
+
+    def start(self) -> None:
+        """Start every informer (and those created later)."""
+        with self._lock:
+            self._started = True
+            informers = list(self._informers.values())
+        for informer in informers:
+            informer.start()
+
+    def wait_for_sync(self, timeout: float | None = None) -> bool:
+        """Wait (real seconds) until every informer has synced."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for informer in self.informers().values():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not informer.wait_for_sync(remaining):
+                return False
+        return True
+
+    def has_synced(self) -> bool:
+        return all(informer.has_synced() for informer in self.informers().values())
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop every informer, waiting at most `timeout` (real seconds) in total."""
+        informers = list(self.informers().values())
+        for informer in informers:
+            informer.stop(timeout=0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for informer in informers:
+            informer.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
