@@ -5,10 +5,13 @@ from __future__ import annotations
 from registry_operator.api import constants as c
 from registry_operator.kube.resources import (
     CONFIGMAPS,
+    DEPLOYMENTS,
+    PERSISTENT_VOLUME_CLAIMS,
     PODS,
     SECRETS,
     SERVICE_ACCOUNTS,
     SERVICES,
+    STATEFULSETS,
     Resource,
 )
 
@@ -20,9 +23,6 @@ IMAGE_PUSH_SECRETS = Resource(c.GROUP, c.VERSION, c.PLURAL_IMAGE_PUSH_SECRETS, c
 IMAGE_PULL_SECRETS = Resource(c.GROUP, c.VERSION, c.PLURAL_IMAGE_PULL_SECRETS, c.KIND_IMAGE_PULL_SECRET)
 IMAGE_BUILD_ENVS = Resource(c.GROUP, c.VERSION, c.PLURAL_IMAGE_BUILD_ENVS, c.KIND_IMAGE_BUILD_ENV)
 
-STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
-DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
-PERSISTENT_VOLUME_CLAIMS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 CERTIFICATES = Resource("cert-manager.io", "v1", "certificates", "Certificate")
