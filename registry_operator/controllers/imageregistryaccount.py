@@ -1,0 +1,104 @@
+"""ImageRegistryAccount: delete every account whose TTL has passed (REFERENCE-BEHAVIOUR §3.4).
+
+An account with `spec.ttl` expires at `creationTimestamp + ttl`. Until then the reconcile requeues
+itself for exactly that moment (plus a small slack); afterwards it deletes the account, conditional
+on its uid, so an account re-created under the same name in between is never deleted by mistake
+(it gets a reconcile of its own). Accounts without a TTL (static, user-created ones) are left alone.
+This applies to every account, operator-generated or not.
+
+The authn sidecar already refuses expired accounts at login; deleting them keeps the namespace tidy
+and makes the expiry visible to users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+import structlog
+
+from registry_operator.api import constants as c
+from registry_operator.api.duration import DurationError
+from registry_operator.config import Settings
+from registry_operator.controllers.common import meta, now_utc
+from registry_operator.controllers.imagesecret import EventSink
+from registry_operator.controllers.imagesecret_desired import account_ttl, parse_time
+from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
+from registry_operator.kube.cache import Store
+from registry_operator.kube.client import Client, Conflict
+from registry_operator.kube.controller import Controller, Request, Result
+from registry_operator.kube.manager import Manager
+
+log = structlog.get_logger(__name__)
+
+CONTROLLER_NAME: Final = "imageregistryaccount"
+# creationTimestamp has whole seconds and timers may fire a little early: the requeue lands this
+# much after the expiry, so the pass finds the account expired instead of requeueing once more.
+EXPIRY_SLACK_SECONDS: Final = 0.5
+WORKERS: Final = 2
+
+
+class AccountExpiryReconciler:
+    def __init__(
+        self,
+        client: Client,
+        accounts: Store,
+        events: EventSink,
+        *,
+        now: Callable[[], datetime] = now_utc,
+        slack_seconds: float = EXPIRY_SLACK_SECONDS,
+    ) -> None:
+        self.client = client
+        self.accounts = accounts
+        self.events = events
+        self.now = now
+        self.slack_seconds = slack_seconds
+
+    def reconcile(self, request: Request) -> Result | None:
+        account = self.accounts.get_by_name(request.namespace, request.name)
+        if account is None or meta(account).get("deletionTimestamp"):
+            return None
+        try:
+            ttl = account_ttl(account)
+        except DurationError:
+            # The CRD schema only admits Go durations, so this is an old or hand-made object.
+            log.warning(
+                "account has an unreadable spec.ttl; it never expires", ttl=str(account["spec"]["ttl"])
+            )
+            return None
+        created = parse_time(meta(account).get("creationTimestamp"))
+        if ttl is None or created is None:
+            return None  # a static account
+        expiry = created + ttl
+        remaining = (expiry - self.now()).total_seconds()
+        if remaining >= 0:  # expired means now > expiry, as the authn sidecar and the original define it
+            return Result(requeue_after=remaining + self.slack_seconds)
+        try:
+            self.client.delete(
+                IMAGE_REGISTRY_ACCOUNTS,
+                request.name,
+                request.namespace,
+                uid=meta(account).get("uid"),
+                missing_ok=True,
+            )
+        except Conflict:
+            # Another account of that name replaced this one; its own event brings it here.
+            return None
+        log.info("deleted expired account", expired_at=expiry.isoformat())
+        self.events.normal(
+            account,
+            c.REASON_EXPIRED,
+            f"Deleted: its TTL {account['spec']['ttl']} ended at {expiry.isoformat()}",
+        )
+        return None
+
+
+def setup(manager: Manager, settings: Settings) -> None:
+    accounts = manager.informers.informer(IMAGE_REGISTRY_ACCOUNTS, namespace=settings.watch_namespace or None)
+    reconciler = AccountExpiryReconciler(
+        manager.client, accounts.store, manager.event_recorder(CONTROLLER_NAME)
+    )
+    controller = Controller(CONTROLLER_NAME, reconciler, max_concurrent_reconciles=WORKERS)
+    controller.watch_for(accounts)
+    manager.add_controller(controller)

@@ -1,0 +1,52 @@
+"""The operator's own Prometheus metrics (the framework's live in `kube/metrics.py`).
+
+They are registered in the same registry the manager serves on `/metrics`, so one scrape shows
+both. Label values never carry credentials: only namespaces, CR names and kinds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Final
+
+from prometheus_client import Counter, Gauge
+
+from registry_operator.api.constants import KIND_IMAGE_PULL_SECRET, KIND_IMAGE_PUSH_SECRET
+from registry_operator.kube.metrics import REGISTRY
+
+SECRET_KINDS: Final = (KIND_IMAGE_PUSH_SECRET, KIND_IMAGE_PULL_SECRET)
+
+CREDENTIAL_EXPIRY = Gauge(
+    "registry_operator_credential_expiry_timestamp_seconds",
+    "Unix time at which the current credentials of an ImagePushSecret or ImagePullSecret expire "
+    "(they are rotated halfway through their lifetime; alert when this comes close to now)",
+    ["namespace", "name", "kind"],
+    registry=REGISTRY,
+)
+ROTATIONS = Counter(
+    "registry_operator_rotations_total",
+    "Credentials issued (a new account and Secret content) per kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+ROTATION_ERRORS = Counter(
+    "registry_operator_rotation_errors_total",
+    "Rotations that failed after they had started (creating the account or writing the Secret)",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+# Every kind's counters exist from the start, so rate() and absent() alerts work before the first event.
+for _kind in SECRET_KINDS:
+    ROTATIONS.labels(kind=_kind)
+    ROTATION_ERRORS.labels(kind=_kind)
+
+
+def set_credential_expiry(namespace: str, name: str, kind: str, expiry_timestamp: float) -> None:
+    CREDENTIAL_EXPIRY.labels(namespace=namespace, name=name, kind=kind).set(expiry_timestamp)
+
+
+def forget_credential_expiry(namespace: str, name: str, kind: str) -> None:
+    """Drop the series of a CR that is gone (a stale series would alert forever)."""
+    with contextlib.suppress(KeyError):
+        CREDENTIAL_EXPIRY.remove(namespace, name, kind)
