@@ -1,0 +1,422 @@
+"""ImageBuildEnv controller: merges docker config Secrets into `imagebuildenv-<name>-conf` and runs
+an optional redis layer cache (REFERENCE-BEHAVIOUR §3.5; merge rule in imagebuildenv_config.py,
+redis objects in imagebuildenv_redis.py).
+
+Input Secrets are users' objects, so they are tracked through an index on the envs' `spec.secrets`
+(secret key → envs) and only ever read. The original instead put an ownerReference to the env on
+each input and a finalizer on the env to take it off again; had the finalizer been bypassed, garbage
+collection would have deleted the user's Secret with the env. Envs the original created are
+migrated: their references on Secrets are removed first, then the finalizer (in that order, so an
+interrupted migration never leaves a Secret the garbage collector could take).
+
+Ready condition: MissingSecret (requeued, and the Secret's creation triggers a reconcile at once) >
+InvalidSecret > FailedUpdate > Pending (redis not Available yet) > Available. On MissingSecret and
+InvalidSecret the merged Secret keeps its last good content, so running builds are not broken by a
+typo; while redis is merely Pending it is written, so credential rotations still arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import structlog
+from pydantic import ValidationError
+
+from registry_operator.api import constants as c
+from registry_operator.api.conditions import Condition, ConditionStatus, get_condition, set_condition
+from registry_operator.api.imagebuildenv import ImageBuildEnvStatus
+from registry_operator.api.names import (
+    build_env_redis_name,
+    build_env_redis_secret_name,
+    build_env_secret_name,
+)
+from registry_operator.config import Settings
+from registry_operator.controllers.common import (
+    FIELD_MANAGER,
+    Object,
+    contains,
+    controller_ref,
+    decode_secret_data,
+    ensure,
+    is_controlled_by,
+    key_of,
+    meta,
+    now_utc,
+    secret_data,
+    write_status,
+)
+from registry_operator.controllers.imagebuildenv_config import merged_config, missing_inputs_message
+from registry_operator.controllers.imagebuildenv_redis import (
+    MANAGED_LABEL_SELECTOR,
+    MANAGED_LABELS,
+    deployment_available,
+    desired_redis_deployment,
+    desired_redis_secret,
+    desired_redis_service,
+    keepable_password,
+    redis_address,
+)
+from registry_operator.controllers.resources import DEPLOYMENTS, IMAGE_BUILD_ENVS, SECRETS, SERVICES
+from registry_operator.dockerconfig import DockerConfigError
+from registry_operator.kube.cache import OWNER_UID_INDEX, Store
+from registry_operator.kube.client import ApiError, Client, Conflict, Forbidden, PatchType
+from registry_operator.kube.controller import (
+    Controller,
+    FuncPredicate,
+    Request,
+    ResourceVersionChangedPredicate,
+    Result,
+    index_mapper,
+)
+from registry_operator.kube.events import EventRecorder
+from registry_operator.kube.manager import Manager
+from registry_operator.kube.resources import Resource
+from registry_operator.passwords import generate_password
+
+log = structlog.get_logger(__name__)
+
+CONTROLLER_NAME: Final = "imagebuildenv"
+EVENT_COMPONENT: Final = "imagebuildenv-controller"
+# Index on ImageBuildEnvs: "namespace/secretName" of every input Secret → the envs that read it.
+INPUT_SECRETS_INDEX: Final = "imagebuildenv-input-secrets"
+# A missing input's creation triggers a reconcile through the index; this is only a safety net.
+MISSING_INPUT_REQUEUE_SECONDS: Final = 30.0
+MESSAGE_REDIS_PENDING: Final = "waiting for redis to become ready"
+# Event reasons (conditions use the API's reasons).
+EVENT_SECRET_UPDATED: Final = "SecretUpdated"
+EVENT_BACK_REFERENCE_REMOVED: Final = "BackReferenceRemoved"
+# Status cause the NamespaceLifecycle admission plugin gives when refusing a create.
+NAMESPACE_TERMINATING_CAUSE: Final = "NamespaceTerminating"
+_WARNING_REASONS: Final = frozenset(
+    {c.REASON_MISSING_SECRET, c.REASON_INVALID_SECRET, c.REASON_FAILED_UPDATE}
+)
+
+
+def input_secret_keys(env: Object) -> list[str]:
+    """Index function: the store keys of the env's input Secrets."""
+    namespace = meta(env).get("namespace") or ""
+    refs = (env.get("spec") or {}).get("secrets") or []
+    return [key_of(namespace, ref["secretName"]) for ref in refs if ref.get("secretName")]
+
+
+def secret_store_key(secret: Object) -> str | None:
+    metadata = meta(secret)
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    return key_of(namespace, name) if name and namespace else None
+
+
+def back_reference_removal_patch(secret: Mapping[str, Any], env_uid: str) -> list[dict[str, Any]]:
+    """JSON patch removing the original operator's (non-controller) ownerReferences to the env.
+
+    Each removal is guarded by a `test` of the entry's uid, so a concurrently changed list makes the
+    patch fail (and the reconcile retry) instead of removing someone else's reference. Highest index
+    first, so the lower indexes stay valid.
+    """
+    refs = meta(secret).get("ownerReferences") or []
+    operations: list[dict[str, Any]] = []
+    for index in reversed(range(len(refs))):
+        ref = refs[index]
+        if ref.get("uid") == env_uid and not ref.get("controller"):
+            path = f"/metadata/ownerReferences/{index}"
+            operations.append({"op": "test", "path": f"{path}/uid", "value": env_uid})
+            operations.append({"op": "remove", "path": path})
+    return operations
+
+
+def namespace_terminating(error: ApiError) -> bool:
+    """Whether the apiserver refused a create because the namespace is being deleted."""
+    return isinstance(error, Forbidden) and any(
+        cause.reason == NAMESPACE_TERMINATING_CAUSE for cause in error.causes
+    )
+
+
+def _spec_or_lifecycle_changed(old: Object, new: Object) -> bool:
+    """Env updates worth a reconcile: spec, finalizers, deletion, and periodic resyncs (equal
+    resourceVersions) as a safety net; not the controller's own status writes."""
+    old_meta, new_meta = meta(old), meta(new)
+    return (
+        old_meta.get("resourceVersion") == new_meta.get("resourceVersion")
+        or old_meta.get("generation") != new_meta.get("generation")
+        or old_meta.get("finalizers") != new_meta.get("finalizers")
+        or old_meta.get("deletionTimestamp") != new_meta.get("deletionTimestamp")
+    )
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The outcome of one reconcile, as the Ready condition shows it."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+    requeue_after: float | None = None
+
+
+class ImageBuildEnvReconciler:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        envs: Store,
+        secrets: Store,
+        deployments: Store,
+        services: Store,
+        redis_image: str,
+        recorder: EventRecorder | None = None,
+        now: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self._client = client
+        self._envs = envs
+        self._secrets = secrets
+        self._deployments = deployments
+        self._services = services
+        self._redis_image = redis_image
+        self._recorder = recorder
+        self._now = now
+
+    # --- reconcile ---------------------------------------------------------------------------
+    def reconcile(self, request: Request) -> Result | None:
+        env = self._envs.get_by_name(request.namespace, request.name)
+        if env is None:
+            return None  # deleted: its own Secrets, Deployment and Service go with it (owner refs)
+        env = self._migrate_from_original(env)
+        if meta(env).get("deletionTimestamp"):
+            return None
+        try:
+            readiness = self._sync(env)
+        except Conflict:
+            raise  # stale cache: retry with fresh data, nothing to tell the user
+        except ApiError as error:
+            if namespace_terminating(error):
+                # The namespace is going away and the env with it: recreating its children is futile.
+                log.debug("namespace is terminating, not retrying", error=str(error))
+                return None
+            failed = Readiness(
+                "False", c.REASON_FAILED_UPDATE, f"writing the build configuration failed: {error}"
+            )
+            try:
+                self._set_ready(env, failed)
+            except ApiError as status_error:
+                log.warning("writing the failure status failed", error=str(status_error))
+            raise
+        self._set_ready(env, readiness)
+        if readiness.requeue_after:
+            return Result(requeue_after=readiness.requeue_after)
+        return None
+
+    def _sync(self, env: Object) -> Readiness:
+        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        spec = env.get("spec") or {}
+        redis_ready: bool | None = None  # None: no redis wanted
+        redis_data: dict[str, bytes] = {}
+        if spec.get("redis"):
+            password, redis_ready = self._ensure_redis(env)
+            redis_data = {
+                c.SECRET_KEY_REDIS: redis_address(name).encode(),
+                c.SECRET_KEY_REDIS_PASSWORD: password.encode(),
+            }
+        else:
+            self._remove_redis(env)
+
+        inputs: list[Object] = []
+        missing: list[str] = []
+        for ref in spec.get("secrets") or []:
+            secret = self._secrets.get_by_name(namespace, ref["secretName"], copy=False)
+            if secret is None:
+                missing.append(ref["secretName"])
+            else:
+                inputs.append(secret)
+        if missing:
+            return Readiness(
+                "False",
+                c.REASON_MISSING_SECRET,
+                missing_inputs_message(missing),
+                requeue_after=MISSING_INPUT_REQUEUE_SECONDS,
+            )
+        try:
+            data = merged_config(inputs)
+        except DockerConfigError as error:
+            return Readiness("False", c.REASON_INVALID_SECRET, str(error))
+        self._ensure_config_secret(env, {**data, **redis_data})
+        if redis_ready is False:
+            return Readiness("False", c.REASON_PENDING, MESSAGE_REDIS_PENDING)
+        return Readiness(
+            "True", c.REASON_AVAILABLE, f"build configuration in secret {build_env_secret_name(name)}"
+        )
+
+    # --- merged secret -----------------------------------------------------------------------
+    def _ensure_config_secret(self, env: Object, data: Mapping[str, bytes]) -> None:
+        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        secret_name = build_env_secret_name(name)
+        desired: Object = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret_name,
+                "namespace": namespace,
+                "labels": dict(MANAGED_LABELS),
+                "ownerReferences": [controller_ref(env)],
+            },
+            "type": c.SECRET_TYPE_OPAQUE,
+            "data": secret_data(data),
+        }
+        current = self._secrets.get_by_name(namespace, secret_name, copy=False)
+        # Exact data, not just "contains": keys that are no longer wanted (redis switched off, an
+        # input's CA gone) must disappear.
+        if current is not None and contains(current, desired) and current.get("data") == desired["data"]:
+            return
+        applied = self._client.apply(SECRETS, desired, field_manager=FIELD_MANAGER, force=True)
+        if (applied.get("data") or {}) != desired["data"]:
+            # Server-side apply keeps keys another field manager owns (e.g. the original operator,
+            # which wrote with update); the merged secret's data is the operator's alone.
+            body = {**applied, "data": desired["data"]}
+            body["metadata"] = {k: v for k, v in meta(applied).items() if k != "managedFields"}
+            self._client.update(SECRETS, body, field_manager=FIELD_MANAGER)
+        self._event(
+            env,
+            "Normal",
+            EVENT_SECRET_UPDATED,
+            f"wrote the merged build configuration to secret {secret_name}",
+        )
+
+    # --- redis -------------------------------------------------------------------------------
+    def _ensure_redis(self, env: Object) -> tuple[str, bool]:
+        """Apply the redis Secret, Deployment and Service; return (password, Deployment available)."""
+        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        secret_name = build_env_redis_secret_name(name)
+        current_secret = self._secrets.get_by_name(namespace, secret_name, copy=False)
+        # Keep the password: running builds hold it, and a new one would restart redis.
+        existing = decode_secret_data(current_secret).get(c.SECRET_KEY_REDIS_PASSWORD)
+        password = keepable_password(existing) or generate_password()
+        ensure(self._client, SECRETS, desired_redis_secret(env, password), current_secret)
+        redis_name = build_env_redis_name(name)
+        deployment = ensure(
+            self._client,
+            DEPLOYMENTS,
+            desired_redis_deployment(env, self._redis_image, password),
+            self._deployments.get_by_name(namespace, redis_name, copy=False),
+        )
+        ensure(
+            self._client,
+            SERVICES,
+            desired_redis_service(env),
+            self._services.get_by_name(namespace, redis_name, copy=False),
+        )
+        return password, deployment_available(deployment)
+
+    def _remove_redis(self, env: Object) -> None:
+        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        redis_name = build_env_redis_name(name)
+        owned: Sequence[tuple[Resource, Store, str]] = (
+            (DEPLOYMENTS, self._deployments, redis_name),
+            (SERVICES, self._services, redis_name),
+            (SECRETS, self._secrets, build_env_redis_secret_name(name)),
+        )
+        for resource, store, object_name in owned:
+            obj = store.get_by_name(namespace, object_name, copy=False)
+            if obj is not None and is_controlled_by(obj, env):
+                # The uid precondition: never delete a same-named object created meanwhile.
+                self._client.delete(resource, object_name, namespace, uid=meta(obj)["uid"], missing_ok=True)
+
+    # --- migration from the original operator ------------------------------------------------
+    def _migrate_from_original(self, env: Object) -> Object:
+        """Remove the original's back-references from Secrets, then its finalizer; return the env."""
+        namespace, uid = meta(env)["namespace"], meta(env)["uid"]
+        for secret in self._secrets.by_index(OWNER_UID_INDEX, uid, copy=False):
+            patch = back_reference_removal_patch(secret, uid)
+            if patch:
+                secret_name = meta(secret)["name"]
+                self._client.patch(
+                    SECRETS,
+                    secret_name,
+                    patch,
+                    namespace,
+                    patch_type=PatchType.JSON,
+                    field_manager=FIELD_MANAGER,
+                )
+                self._event(
+                    env,
+                    "Normal",
+                    EVENT_BACK_REFERENCE_REMOVED,
+                    f"removed the original operator's owner reference from secret {secret_name}",
+                )
+        finalizers = list(meta(env).get("finalizers") or [])
+        if c.FINALIZER_INPUT_REFS not in finalizers:
+            return env
+        remaining = [finalizer for finalizer in finalizers if finalizer != c.FINALIZER_INPUT_REFS]
+        patch = [
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "replace", "path": "/metadata/finalizers", "value": remaining},
+        ]
+        updated: Object = self._client.patch(
+            IMAGE_BUILD_ENVS,
+            meta(env)["name"],
+            patch,
+            namespace,
+            patch_type=PatchType.JSON,
+            field_manager=FIELD_MANAGER,
+        )
+        return updated
+
+    # --- status ------------------------------------------------------------------------------
+    def _set_ready(self, env: Object, readiness: Readiness) -> None:
+        try:
+            status = ImageBuildEnvStatus.model_validate(env.get("status") or {})
+        except ValidationError:
+            # e.g. a condition without reason, as the original wrote them: start afresh.
+            status = ImageBuildEnvStatus()
+        previous = get_condition(status.conditions, c.CONDITION_READY)
+        previous_outcome = (previous.reason, previous.message) if previous else None
+        generation = meta(env).get("generation")
+        status.observed_generation = generation
+        status.secret_refs = None  # the original's back-reference list: nothing carries one any more
+        set_condition(
+            status.conditions,
+            Condition(
+                type=c.CONDITION_READY,
+                status=readiness.status,
+                reason=readiness.reason,
+                message=readiness.message,
+                observed_generation=generation,
+            ),
+            self._now(),
+        )
+        write_status(self._client, IMAGE_BUILD_ENVS, env, status.to_dict())
+        if readiness.reason in _WARNING_REASONS and previous_outcome != (readiness.reason, readiness.message):
+            self._event(env, "Warning", readiness.reason, readiness.message)
+
+    def _event(self, env: Object, event_type: str, reason: str, message: str) -> None:
+        if self._recorder is not None:
+            self._recorder.event(env, event_type, reason, message)
+
+
+def setup(manager: Manager, settings: Settings) -> None:
+    namespace = settings.watch_namespace or None
+    informers = manager.informers
+    envs = informers.informer(
+        IMAGE_BUILD_ENVS, namespace=namespace, indexers={INPUT_SECRETS_INDEX: input_secret_keys}
+    )
+    # All Secrets: inputs are arbitrary user Secrets.
+    secrets = informers.informer(SECRETS, namespace=namespace)
+    deployments = informers.informer(DEPLOYMENTS, namespace=namespace, label_selector=MANAGED_LABEL_SELECTOR)
+    services = informers.informer(SERVICES, namespace=namespace, label_selector=MANAGED_LABEL_SELECTOR)
+    reconciler = ImageBuildEnvReconciler(
+        manager.client,
+        envs=envs.store,
+        secrets=secrets.store,
+        deployments=deployments.store,
+        services=services.store,
+        redis_image=settings.image_redis,
+        recorder=manager.event_recorder(EVENT_COMPONENT),
+    )
+    controller = Controller(CONTROLLER_NAME, reconciler)
+    controller.watch_for(envs, FuncPredicate(on_update=_spec_or_lifecycle_changed))
+    changed = ResourceVersionChangedPredicate()
+    controller.watch_owned(secrets, IMAGE_BUILD_ENVS, changed)
+    controller.watch_mapped(secrets, index_mapper(envs.store, INPUT_SECRETS_INDEX, secret_store_key), changed)
+    controller.watch_owned(deployments, IMAGE_BUILD_ENVS, changed)
+    controller.watch_owned(services, IMAGE_BUILD_ENVS, changed)
+    manager.add_controller(controller)
