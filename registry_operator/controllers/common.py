@@ -80,16 +80,18 @@ def ensure(client: Client, resource: Resource, desired: Object, current: Mapping
 
 def write_status(
     client: Client, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]
-) -> bool:
-    """PUT `status` on `obj` unless it is already equal; the object's resourceVersion makes the
-    write fail with Conflict when the cache was stale, so a decision is never based on old data.
+) -> Object:
+    """PUT `status` on `obj` unless it is already equal; return the object as the API now has it.
+
+    The body carries the object's resourceVersion, so a status computed from a stale cache fails
+    with Conflict instead of overwriting newer data; the returned object carries the new
+    resourceVersion for a second write in the same pass.
     """
-    if obj.get("status") == status:
-        return False
+    if (obj.get("status") or {}) == status:
+        return dict(obj)
     body = copy.deepcopy(dict(obj))
     body["status"] = dict(status)
-    client.update_status(resource, body, field_manager=FIELD_MANAGER)
-    return True
+    return client.update_status(resource, body, field_manager=FIELD_MANAGER)
 
 
 def b64(data: str | bytes) -> str:

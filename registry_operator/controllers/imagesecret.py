@@ -60,6 +60,7 @@ from registry_operator.controllers.common import (
     key_of,
     meta,
     now_utc,
+    write_status,
 )
 from registry_operator.controllers.imagesecret_desired import (
     KINDS,
@@ -574,19 +575,9 @@ class ImageSecretReconciler:
         return updated
 
     def _write_status(self, cr: Object, status: ImageSecretStatus) -> Object:
-        """PUT the status unless unchanged; returns the CR as the API now has it.
-
-        The body carries the CR's resourceVersion, so a status computed from a stale CR fails with
-        Conflict. (common.write_status does the same but does not return the new resourceVersion,
-        which the next write of the same pass needs.)
-        """
-        wanted = status.to_dict()
-        if (cr.get("status") or {}) == wanted:
-            return cr
-        body = json_copy(cr)
-        body["status"] = wanted
-        updated: Object = self.client.update_status(self.kind.resource, body, field_manager=FIELD_MANAGER)
-        return updated
+        """PUT the status unless unchanged (Conflict when `cr` was stale); returns the CR as the API
+        now has it, whose resourceVersion the next write of the same pass needs."""
+        return write_status(self.client, self.kind.resource, cr, status.to_dict())
 
 
 # --- watches ----------------------------------------------------------------------------------------
