@@ -6,7 +6,7 @@ from pathlib import Path
 
 from registry_operator.devenv import binaries
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.devenv.processes import ManagedProcess
+from registry_operator.devenv.processes import ManagedProcess, free_port
 
 CERT_MANAGER_NAMESPACE = "cert-manager"
 
@@ -15,7 +15,7 @@ class CertManager:
     """Installs cert-manager's CRDs and runs its controller (no webhook, no cainjector: neither is
     needed to issue certificates from SelfSigned and CA issuers)."""
 
-    def __init__(self, cluster: LocalCluster, log_dir: Path) -> None:
+    def __init__(self, cluster: LocalCluster, log_dir: Path, *, controllers: str | None = None) -> None:
         self.cluster = cluster
         self.component = binaries.ensure("cert-manager")["cert-manager"]
         self.process = ManagedProcess(
@@ -25,6 +25,9 @@ class CertManager:
                 f"--kubeconfig={cluster.kubeconfig}",
                 "--leader-elect=false",
                 f"--cluster-resource-namespace={CERT_MANAGER_NAMESPACE}",
+                # Its default :9402 would collide with a second instance or another test process.
+                f"--metrics-listen-address=127.0.0.1:{free_port()}",
+                *([f"--controllers={controllers}"] if controllers else []),
                 "--v=2",
             ],
             log_dir,

@@ -1,0 +1,690 @@
+"""The imageregistry reconciler's decisions, against an in-memory API and caches (no cluster).
+
+The fake API answers like the real one where the reconciler depends on it: NotFound/AlreadyExists,
+resourceVersion preconditions on status writes, server-side apply merging into what exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+
+from registry_operator import pki
+from registry_operator.api import constants as c
+from registry_operator.config import Settings, load_settings
+from registry_operator.controllers.imageregistry import (
+    PERSISTENT_ERROR_RECHECK,
+    ImageRegistryReconciler,
+    RegistryStores,
+    index_tls_secret,
+    index_uses_root_ca,
+)
+from registry_operator.controllers.resources import IMAGE_REGISTRIES, SECRETS
+from registry_operator.kube.cache import Store
+from registry_operator.kube.client import (
+    AlreadyExists,
+    ApiError,
+    Client,
+    Conflict,
+    Invalid,
+    NotFound,
+    ServerError,
+)
+from registry_operator.kube.controller import Request
+from registry_operator.kube.resources import Resource
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+NAMESPACE = "team"
+OPERATOR_NAMESPACE = "registry-operator"
+KEY_SIZE = 1024  # fast; the real sizes are pki's defaults
+REQUEST = Request(NAMESPACE, "registry")
+
+
+class FakeApi:
+    """Objects by (plural, namespace, name); every request is recorded as (verb, kind, name)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.kinds: dict[str, Resource] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.failures: dict[tuple[str, str], ApiError] = {}
+        self._versions = itertools.count(1)
+        self._uids = itertools.count(1)
+
+    def writes(self) -> list[tuple[str, str, str]]:
+        return [call for call in self.calls if call[0] != "get"]
+
+    def _key(self, resource: Resource, namespace: str | None, name: str) -> tuple[str, str, str]:
+        self.kinds[resource.plural] = resource
+        return resource.plural, namespace or "", name
+
+    def _record(self, verb: str, resource: Resource, name: str) -> None:
+        self.calls.append((verb, resource.kind, name))
+        failure = self.failures.get((verb, resource.kind))
+        if failure is not None:
+            raise failure
+
+    def _store(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy({"apiVersion": resource.api_version, "kind": resource.kind, **obj})
+        metadata = stored.setdefault("metadata", {})
+        metadata.setdefault("uid", f"uid-{next(self._uids)}")
+        metadata["resourceVersion"] = str(next(self._versions))
+        self.objects[self._key(resource, metadata.get("namespace"), metadata["name"])] = stored
+        return copy.deepcopy(stored)
+
+    def put(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        """Test setup: store an object without recording a call."""
+        return self._store(resource, obj)
+
+    def get(self, resource: Resource, name: str, namespace: str | None = None, **_: Any) -> dict[str, Any]:
+        self._record("get", resource, name)
+        obj = self.objects.get(self._key(resource, namespace, name))
+        if obj is None:
+            raise NotFound(404, "NotFound", f'{resource.plural} "{name}" not found')
+        return copy.deepcopy(obj)
+
+    def create(self, resource: Resource, obj: dict[str, Any], namespace: str | None = None, **_: Any) -> Any:
+        name = obj["metadata"]["name"]
+        self._record("create", resource, name)
+        if self._key(resource, obj["metadata"].get("namespace"), name) in self.objects:
+            raise AlreadyExists(409, "AlreadyExists", f'{resource.plural} "{name}" already exists')
+        return self._store(resource, obj)
+
+    def apply(self, resource: Resource, obj: dict[str, Any], **_: Any) -> dict[str, Any]:
+        metadata = obj["metadata"]
+        self._record("apply", resource, metadata["name"])
+        existing = self.objects.get(self._key(resource, metadata.get("namespace"), metadata["name"]))
+        merged = copy.deepcopy(existing) if existing else {}
+        for key, value in obj.items():
+            if key == "metadata":
+                target = merged.setdefault("metadata", {})
+                for meta_key, meta_value in value.items():
+                    if isinstance(meta_value, dict):
+                        target[meta_key] = {**(target.get(meta_key) or {}), **meta_value}
+                    else:
+                        target[meta_key] = copy.deepcopy(meta_value)
+                if "ownerReferences" not in value:
+                    target.pop("ownerReferences", None)  # the only owner reference is the operator's
+            else:
+                merged[key] = copy.deepcopy(value)
+        if existing and "generation" in existing["metadata"] and existing.get("spec") != merged.get("spec"):
+            merged["metadata"]["generation"] += 1
+        return self._store(resource, merged)
+
+    def update(self, resource: Resource, obj: dict[str, Any], **_: Any) -> dict[str, Any]:
+        metadata = obj["metadata"]
+        self._record("update", resource, metadata["name"])
+        stored = self.objects[self._key(resource, metadata.get("namespace"), metadata["name"])]
+        if metadata.get("resourceVersion") != stored["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", "the object has been modified")
+        return self._store(resource, obj)
+
+    def update_status(self, resource: Resource, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("status", resource.kind, obj["metadata"]["name"]))
+        failure = self.failures.get(("status", resource.kind))
+        if failure is not None:
+            raise failure
+        stored = self.objects[self._key(resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])]
+        if obj["metadata"].get("resourceVersion") != stored["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", "the object has been modified")
+        return self._store(resource, {**stored, "status": obj["status"]})
+
+    def delete(self, resource: Resource, name: str, namespace: str | None = None, **_: Any) -> None:
+        self._record("delete", resource, name)
+        self.objects.pop(self._key(resource, namespace, name), None)
+
+
+class Harness:
+    """The reconciler, the fake API and caches filled from the fake API (as informers would)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.api = FakeApi()
+        self.now = NOW
+        self.stores = RegistryStores(
+            registries=Store({"tls": index_tls_secret, "ca": index_uses_root_ca}),
+            statefulsets=Store(),
+            services=Store(),
+            managed_secrets=Store(),
+            all_secrets=Store(),
+            root_ca=Store(),
+            config_maps=Store(),
+            service_accounts=Store(),
+            roles=Store(),
+            role_bindings=Store(),
+            pvcs=Store(),
+        )
+        self.events: list[tuple[str, str, str]] = []
+        self.reconciler = ImageRegistryReconciler(
+            cast(Client, self.api),
+            self.stores,
+            settings,
+            recorder=cast(Any, self),
+            now=lambda: self.now,
+            server_key_size=KEY_SIZE,
+            token_key_size=KEY_SIZE,
+        )
+
+    def event(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        self.events.append((event_type, reason, message))
+
+    def sync_caches(self) -> None:
+        """Copy the API's state into the caches, like the informers' watches do."""
+        by_plural = {
+            "imageregistries": [self.stores.registries],
+            "statefulsets": [self.stores.statefulsets],
+            "services": [self.stores.services],
+            "configmaps": [self.stores.config_maps],
+            "serviceaccounts": [self.stores.service_accounts],
+            "roles": [self.stores.roles],
+            "rolebindings": [self.stores.role_bindings],
+            "persistentvolumeclaims": [self.stores.pvcs],
+        }
+        stores = [self.stores.registries, *(s[0] for s in by_plural.values())]
+        stores += [self.stores.managed_secrets, self.stores.all_secrets, self.stores.root_ca]
+        for store in {id(s): s for s in stores}.values():
+            store.replace([])
+        for (plural, namespace, name), obj in self.api.objects.items():
+            for store in by_plural.get(plural, []):
+                store.upsert(copy.deepcopy(obj))
+            if plural == "secrets":
+                if namespace == OPERATOR_NAMESPACE and name == c.ROOT_CA_SECRET_NAME:
+                    self.stores.root_ca.upsert(copy.deepcopy(obj))
+                if namespace == NAMESPACE:
+                    self.stores.all_secrets.upsert(copy.deepcopy(obj))
+                    labels = obj["metadata"].get("labels") or {}
+                    if labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY_VALUE:
+                        self.stores.managed_secrets.upsert(copy.deepcopy(obj))
+
+    def reconcile(self) -> Any:
+        self.sync_caches()
+        self.api.calls.clear()
+        return self.reconciler.reconcile(REQUEST)
+
+    # --- objects ------------------------------------------------------------------------------
+    def registry(self, **spec: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"persistentVolumeClaim": {"resources": {"requests": {"storage": "1Gi"}}}}
+        body.update(spec)
+        return self.api.put(
+            IMAGE_REGISTRIES,
+            {
+                "metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 1},
+                "spec": body,
+            },
+        )
+
+    def edit_registry(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Change the stored registry's spec as a user would (the generation goes up)."""
+        registry = self.get("imageregistries", "registry")
+        assert registry is not None
+        change(registry["spec"])
+        registry["metadata"]["generation"] += 1
+
+    def get(self, plural: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        return self.api.objects.get((plural, namespace, name))
+
+    def status(self) -> dict[str, Any]:
+        registry = self.get("imageregistries", "registry")
+        assert registry is not None
+        return dict(registry.get("status") or {})
+
+    def condition(self, condition_type: str) -> dict[str, Any]:
+        for item in self.status().get("conditions", []):
+            if item["type"] == condition_type:
+                return dict(item)
+        raise AssertionError(f"no {condition_type} condition in {self.status()}")
+
+    def mark_statefulset_rolled_out(self) -> None:
+        sts = self.get("statefulsets", "registry")
+        assert sts is not None
+        replicas = sts["spec"]["replicas"]
+        sts["metadata"].setdefault("generation", 1)
+        sts["status"] = {
+            "observedGeneration": sts["metadata"]["generation"],
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "updatedReplicas": replicas,
+        }
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def tls_data(bundle: pki.TLSBundle) -> dict[str, str]:
+    return {key: b64(value) for key, value in bundle.to_secret_data().items()}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings({"POD_NAMESPACE": OPERATOR_NAMESPACE}, namespace_file=tmp_path / "none")
+
+
+@pytest.fixture
+def harness(settings: Settings) -> Harness:
+    return Harness(settings)
+
+
+@pytest.fixture
+def root_ca() -> pki.ParsedBundle:
+    parsed = pki.parse_bundle(
+        pki.create_ca(c.ROOT_CA_COMMON_NAME, NOW - timedelta(days=1), key_size=KEY_SIZE)
+    )
+    assert not isinstance(parsed, pki.PkiError)
+    return parsed
+
+
+def put_root_ca(harness: Harness, bundle: pki.TLSBundle) -> None:
+    harness.api.put(
+        SECRETS,
+        {
+            "metadata": {
+                "name": c.ROOT_CA_SECRET_NAME,
+                "namespace": OPERATOR_NAMESPACE,
+                "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE},
+            },
+            "type": c.SECRET_TYPE_TLS,
+            "data": tls_data(bundle),
+        },
+    )
+
+
+@pytest.fixture
+def ready_harness(harness: Harness, root_ca: pki.ParsedBundle) -> Harness:
+    """A registry with the root CA in place, reconciled once, its StatefulSet rolled out."""
+    put_root_ca(harness, root_ca.bundle)
+    harness.registry()
+    harness.reconcile()
+    harness.mark_statefulset_rolled_out()
+    harness.reconcile()
+    return harness
+
+
+def secret_cert(harness: Harness, name: str) -> pki.ParsedBundle:
+    secret = harness.get("secrets", name)
+    assert secret is not None
+    parsed = pki.parse_tls_secret_data(secret["data"], require_ca=False)
+    assert not isinstance(parsed, pki.PkiError)
+    return parsed
+
+
+# --- the happy path -------------------------------------------------------------------------------
+
+
+def test_first_reconcile_creates_every_child_and_reports_the_rollout(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    harness.registry()
+    result = harness.reconcile()
+
+    written = {(verb, kind) for verb, kind, _ in harness.api.writes()}
+    assert ("create", "Secret") in written  # TLS, token key, HTTP secret
+    for kind in (
+        "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PersistentVolumeClaim",
+        "StatefulSet",
+    ):
+        assert ("apply", kind) in written, kind
+    created = sorted(name for verb, kind, name in harness.api.writes() if verb == "create")
+    assert created == [
+        "imageregistry-registry-auth-token",
+        "imageregistry-registry-http-secret",
+        "imageregistry-registry-selfsigned-tls",
+    ]
+
+    server = secret_cert(harness, "imageregistry-registry-selfsigned-tls")
+    assert pki.dns_names(server.cert) == ["registry.team.svc.cluster.local", "registry.team.svc"]
+    assert pki.verify_signed_by(server.cert, root_ca.cert)
+    assert server.ca_certs == (root_ca.cert,)
+
+    status = harness.status()
+    assert status["hostname"] == "registry.team.svc.cluster.local"
+    assert status["tlsSecretName"] == "imageregistry-registry-selfsigned-tls"
+    assert status["observedGeneration"] == 1
+    assert harness.condition("Synced")["status"] == "True"
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Updating")
+    assert ready["message"] == "0/1 pods updated, 0/1 ready"
+
+    # Requeued at the earliest renewal: the server certificate (75 % of 90 days).
+    renewal = pki.renewal_time(server.cert)
+    assert result.requeue_after == pytest.approx((renewal - NOW).total_seconds() + 2, abs=1)
+    assert ("Normal", "IssuedCertificate") in {(t, r) for t, r, _ in harness.events}
+
+
+def test_ready_once_the_statefulset_has_rolled_out(ready_harness: Harness) -> None:
+    ready = ready_harness.condition("Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == ("True", "Available", "1/1 pods ready")
+    assert ready["observedGeneration"] == 1
+    assert ("Normal", "Available", "1/1 pods ready") in ready_harness.events
+
+
+def test_steady_state_makes_no_writes(ready_harness: Harness) -> None:
+    ready_harness.reconcile()
+    assert ready_harness.api.writes() == []
+    # ... and reads only the cache (no GET either).
+    assert ready_harness.api.calls == []
+
+
+def test_pod_template_hash_changes_with_the_acl_but_not_with_replicas(ready_harness: Harness) -> None:
+    def config_hash() -> str:
+        sts = ready_harness.get("statefulsets", "registry")
+        assert sts is not None
+        return str(sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH])
+
+    before = config_hash()
+
+    def scale(spec: dict[str, Any]) -> None:
+        spec["replicas"] = 2
+        spec["persistentVolumeClaim"]["accessModes"] = ["ReadWriteMany"]
+
+    ready_harness.edit_registry(scale)
+    ready_harness.reconcile()
+    assert config_hash() == before
+    assert ready_harness.condition("Ready")["reason"] == "Updating"
+
+    ready_harness.edit_registry(
+        lambda spec: spec.update(auth={"acl": [{"match": {"account": "admin"}, "actions": ["*"]}]})
+    )
+    ready_harness.reconcile()
+    assert config_hash() != before
+    config_map = ready_harness.get("configmaps", "imageregistry-registry-auth-config")
+    assert config_map is not None
+    assert yaml.safe_load(config_map["data"]["auth_config.yml"])["acl"] == [
+        {"match": {"account": "admin"}, "actions": ["*"]}
+    ]
+
+
+def test_a_new_root_ca_reissues_the_server_certificate(ready_harness: Harness) -> None:
+    old = secret_cert(ready_harness, "imageregistry-registry-selfsigned-tls")
+    new_ca = pki.parse_bundle(pki.create_ca(c.ROOT_CA_COMMON_NAME, NOW, key_size=KEY_SIZE))
+    assert not isinstance(new_ca, pki.PkiError)
+    put_root_ca(ready_harness, new_ca.bundle)
+    ready_harness.reconcile()
+    assert ("apply", "Secret", "imageregistry-registry-selfsigned-tls") in ready_harness.api.writes()
+    new = secret_cert(ready_harness, "imageregistry-registry-selfsigned-tls")
+    assert new.cert != old.cert
+    assert pki.verify_signed_by(new.cert, new_ca.cert)
+    assert ("apply", "StatefulSet", "registry") in ready_harness.api.writes()  # the pods roll
+
+
+def test_server_certificate_is_renewed_at_its_renewal_time(ready_harness: Harness) -> None:
+    old = secret_cert(ready_harness, "imageregistry-registry-selfsigned-tls")
+    ready_harness.now = pki.renewal_time(old.cert) - timedelta(seconds=1)
+    ready_harness.reconcile()
+    assert ready_harness.api.writes() == []
+    ready_harness.now = pki.renewal_time(old.cert) + timedelta(seconds=1)
+    ready_harness.reconcile()
+    assert secret_cert(ready_harness, "imageregistry-registry-selfsigned-tls").cert != old.cert
+
+
+def test_generated_secrets_are_kept_across_reconciles(ready_harness: Harness) -> None:
+    names = ("imageregistry-registry-auth-token", "imageregistry-registry-http-secret")
+    before = {name: (ready_harness.get("secrets", name) or {})["data"] for name in names}
+    # A lost cache entry (e.g. a relist) must not regenerate anything: the live object is read.
+    ready_harness.sync_caches()
+    ready_harness.stores.managed_secrets.replace([])
+    ready_harness.api.calls.clear()
+    ready_harness.reconciler.reconcile(REQUEST)
+    assert {("get", "Secret", name) for name in names} <= set(ready_harness.api.calls)
+    assert not [call for call in ready_harness.api.writes() if call[1] == "Secret"]
+    assert {name: (ready_harness.get("secrets", name) or {})["data"] for name in names} == before
+
+
+# --- user problems ----------------------------------------------------------------------------------
+
+
+def test_malformed_user_tls_secret_sets_ready_false_and_leaves_the_pods_alone(ready_harness: Harness) -> None:
+    """Regression (B4): a malformed PEM crashed the original operator."""
+    ready_harness.api.put(
+        SECRETS,
+        {
+            "metadata": {"name": "mine", "namespace": NAMESPACE},
+            "type": "Opaque",
+            "data": {
+                "tls.crt": b64(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"),
+                "tls.key": b64(b"x"),
+            },
+        },
+    )
+    ready_harness.edit_registry(lambda spec: spec.update(tls={"secretName": "mine"}))
+    sts_before = copy.deepcopy(ready_harness.get("statefulsets", "registry"))
+
+    result = ready_harness.reconcile()  # must not raise
+
+    ready = ready_harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSecret")
+    assert "Secret team/mine named in spec.tls.secretName is unusable: tls.crt" in ready["message"]
+    assert ready_harness.condition("Synced")["status"] == "False"
+    assert ready_harness.status()["tlsSecretName"] == "mine"
+    assert ready_harness.get("statefulsets", "registry") == sts_before
+    assert result is not None  # renewals of the other material are still scheduled
+    assert ("Warning", "InvalidSecret") in {(t, r) for t, r, _ in ready_harness.events}
+
+
+def test_missing_user_tls_secret_is_reported(harness: Harness) -> None:
+    harness.registry(tls={"secretName": "absent"})
+    harness.reconcile()
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "MissingSecret")
+    assert "Secret team/absent named in spec.tls.secretName does not exist" in ready["message"]
+    assert harness.get("statefulsets", "registry") is None
+    assert harness.get("services", "registry") is not None  # independent children are still written
+
+
+def test_a_valid_user_tls_secret_is_used_as_is(harness: Harness) -> None:
+    ca = pki.parse_bundle(pki.create_ca("user CA", NOW, key_size=KEY_SIZE))
+    assert not isinstance(ca, pki.PkiError)
+    bundle = pki.create_server_cert(ca, ["registry.example.org"], NOW, key_size=KEY_SIZE)
+    harness.api.put(
+        SECRETS,
+        {
+            "metadata": {"name": "mine", "namespace": NAMESPACE},
+            "type": c.SECRET_TYPE_TLS,
+            "data": tls_data(bundle),
+        },
+    )
+    harness.registry(tls={"secretName": "mine"})
+    harness.reconcile()
+    assert harness.get("secrets", "mine") is not None
+    assert not [call for call in harness.api.writes() if call[2] == "mine"]
+    sts = harness.get("statefulsets", "registry")
+    assert sts is not None
+    tls_volume = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+    assert tls_volume["secret"]["secretName"] == "mine"
+    assert harness.condition("Synced")["status"] == "True"
+
+
+def test_missing_root_ca_waits_for_the_caroot_controller(harness: Harness) -> None:
+    harness.registry()
+    harness.reconcile()
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Pending")
+    assert "root CA Secret registry-operator/image-registry-root-ca" in ready["message"]
+    assert harness.get("statefulsets", "registry") is None
+
+
+def test_invalid_acl_is_an_invalid_spec_and_keeps_the_running_config(ready_harness: Harness) -> None:
+    config_before = copy.deepcopy(ready_harness.get("configmaps", "imageregistry-registry-auth-config"))
+    ready_harness.edit_registry(
+        lambda spec: spec.update(auth={"acl": [{"match": {"name": "/[unclosed/"}, "actions": ["pull"]}]})
+    )
+    ready_harness.reconcile()
+    ready = ready_harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.auth.acl[0].match.name: invalid regular expression")
+    assert ready_harness.get("configmaps", "imageregistry-registry-auth-config") == config_before
+    assert not [call for call in ready_harness.api.writes() if call[1] == "StatefulSet"]
+
+
+def test_a_foreign_secret_with_a_generated_name_is_never_overwritten(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    foreign = harness.api.put(
+        SECRETS,
+        {
+            "metadata": {"name": "imageregistry-registry-http-secret", "namespace": NAMESPACE},
+            "data": {"a": b64(b"b")},
+        },
+    )
+    harness.registry()
+    result = harness.reconcile()
+    assert harness.get("secrets", "imageregistry-registry-http-secret") == foreign
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "FailedSync")
+    assert (
+        "Secret team/imageregistry-registry-http-secret already exists and is not managed" in ready["message"]
+    )
+    assert result.requeue_after <= PERSISTENT_ERROR_RECHECK.total_seconds()
+    assert harness.get("statefulsets", "registry") is None
+
+
+def test_invalid_spec_that_bypassed_the_schema_is_reported(harness: Harness) -> None:
+    harness.api.put(
+        IMAGE_REGISTRIES,
+        {"metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 4}, "spec": {"replicas": -1}},
+    )
+    assert harness.reconcile() is None
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "persistentVolumeClaim" in ready["message"]
+    assert harness.status()["observedGeneration"] == 4
+
+
+# --- API errors ----------------------------------------------------------------------------------------
+
+
+def test_an_api_error_retrying_cannot_fix_is_reported_and_rechecked(ready_harness: Harness) -> None:
+    ready_harness.edit_registry(
+        lambda spec: spec["persistentVolumeClaim"]["resources"]["requests"].update(storage="500Mi")
+    )
+    ready_harness.api.failures[("apply", "PersistentVolumeClaim")] = Invalid(
+        422,
+        "Invalid",
+        "spec.resources.requests.storage: Forbidden: field can not be less than previous value",
+    )
+    result = ready_harness.reconcile()
+    ready = ready_harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "FailedSync")
+    assert ready["message"].startswith(
+        "apply PersistentVolumeClaim imageregistry-registry-pvc: Invalid: spec.resources"
+    )
+    assert result.requeue_after == PERSISTENT_ERROR_RECHECK.total_seconds()
+
+
+def test_a_transient_api_error_is_reported_and_retried_with_backoff(ready_harness: Harness) -> None:
+    ready_harness.edit_registry(lambda spec: spec.update(replicas=0))
+    ready_harness.api.failures[("apply", "StatefulSet")] = ServerError(
+        503, "ServiceUnavailable", "etcd is down"
+    )
+    with pytest.raises(ServerError):
+        ready_harness.reconcile()
+    assert ready_harness.condition("Ready")["reason"] == "FailedSync"
+    assert "etcd is down" in ready_harness.condition("Ready")["message"]
+
+
+def test_a_stale_cache_conflict_is_retried_without_a_status_change(ready_harness: Harness) -> None:
+    ready_harness.sync_caches()
+    registry = ready_harness.get("imageregistries", "registry")
+    assert registry is not None
+    registry["metadata"]["resourceVersion"] = "999"  # someone wrote after our cache was filled
+    registry["metadata"]["generation"] = 2
+    cached = ready_harness.stores.registries.get_by_name(NAMESPACE, "registry")
+    assert cached is not None
+    cached["metadata"]["generation"] = 2
+    ready_harness.stores.registries.upsert(cached)
+    with pytest.raises(Conflict):
+        ready_harness.reconciler.reconcile(REQUEST)
+
+
+# --- PVC and cert-manager ------------------------------------------------------------------------------
+
+
+def test_turning_delete_claim_off_removes_the_owner_reference(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    harness.registry(
+        persistentVolumeClaim={"resources": {"requests": {"storage": "1Gi"}}, "deleteClaim": True}
+    )
+    harness.reconcile()
+    pvc = harness.get("persistentvolumeclaims", "imageregistry-registry-pvc")
+    assert pvc is not None and pvc["metadata"]["ownerReferences"]
+    pvc["metadata"]["labels"]["team"] = "a"  # a user's label
+    harness.edit_registry(lambda spec: spec["persistentVolumeClaim"].update(deleteClaim=False))
+    harness.reconcile()
+    assert ("apply", "PersistentVolumeClaim", "imageregistry-registry-pvc") in harness.api.writes()
+    pvc = harness.get("persistentvolumeclaims", "imageregistry-registry-pvc")
+    assert pvc is not None
+    assert "ownerReferences" not in pvc["metadata"]
+    assert pvc["metadata"]["labels"]["team"] == "a"
+    harness.reconcile()
+    assert not [call for call in harness.api.writes() if call[1] == "PersistentVolumeClaim"]
+
+
+def test_issuer_ref_creates_a_certificate_and_waits_for_its_secret(harness: Harness) -> None:
+    harness.registry(tls={"issuerRef": {"name": "le", "kind": "ClusterIssuer"}})
+    harness.reconcile()
+    assert ("apply", "Certificate", "imageregistry-registry-tls") in harness.api.writes()
+    certificate = harness.get("certificates", "imageregistry-registry-tls")
+    assert certificate is not None
+    assert certificate["spec"]["secretName"] == "imageregistry-registry-cm-tls"
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Pending")
+    assert "waiting for cert-manager to issue Certificate imageregistry-registry-tls" in ready["message"]
+
+    # Steady: the Certificate is read (no cache for it) but not written again.
+    harness.reconcile()
+    assert ("get", "Certificate", "imageregistry-registry-tls") in harness.api.calls
+    assert not [call for call in harness.api.writes() if call[1] == "Certificate"]
+
+
+def test_issuer_ref_without_cert_manager_says_so(harness: Harness) -> None:
+    harness.registry(tls={"issuerRef": {"name": "le"}})
+    harness.api.failures[("apply", "Certificate")] = NotFound(
+        404, "NotFound", "the server could not find the requested resource"
+    )
+    harness.reconcile()
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "FailedSync")
+    assert "is cert-manager installed?" in ready["message"]
+
+
+# --- indexes -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tls", "secret_index", "uses_root_ca"),
+    [
+        ({}, [], ["root-ca"]),
+        ({"secretName": "mine"}, ["team/mine"], []),
+        ({"issuerRef": {"name": "le"}}, ["team/imageregistry-r-cm-tls"], []),
+        ({"issuerRef": {"name": "le"}, "secretName": "mine"}, ["team/mine"], []),
+    ],
+)
+def test_registry_indexes(tls: dict[str, Any], secret_index: list[str], uses_root_ca: list[str]) -> None:
+    registry = {"metadata": {"name": "r", "namespace": "team"}, "spec": {"tls": tls}}
+    assert index_tls_secret(registry) == secret_index
+    assert index_uses_root_ca(registry) == uses_root_ca
+
+
+def test_gone_or_deleting_registries_are_left_to_the_garbage_collector(harness: Harness) -> None:
+    assert harness.reconcile() is None
+    registry = harness.registry()
+    registry["metadata"]["deletionTimestamp"] = "2026-03-01T12:00:00Z"
+    harness.api.put(IMAGE_REGISTRIES, registry)
+    assert harness.reconcile() is None
+    assert harness.api.writes() == []
