@@ -15,6 +15,7 @@ import pytest
 
 from e2e.support.operator import OperatorProcess
 from registry_operator.devenv.cluster import LocalCluster
+from registry_operator.kube.client import Client
 
 CRD_DIR = Path(__file__).resolve().parents[1] / "manifests" / "crds"
 
@@ -31,6 +32,16 @@ def cluster() -> Iterator[LocalCluster]:
         local.stop()
         if keep:
             print(f"\ncluster logs kept in {local.log_dir}")
+
+
+@pytest.fixture(scope="session")
+def api(cluster: LocalCluster) -> Iterator[Client]:
+    """A framework client as the cluster admin, for tests that read and write objects directly."""
+    client = Client.from_kubeconfig(cluster.kubeconfig)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -62,15 +62,6 @@ def operator(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) ->
         print(f"\noperator log: {process.process.log_path}")
 
 
-@pytest.fixture(scope="module")
-def api(cluster: LocalCluster) -> Iterator[Client]:
-    client = Client.load(cluster.kubeconfig)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 # --- tests -----------------------------------------------------------------------------------------
 def test_seed_example_with_redis_then_switching_redis_off(
     cluster: LocalCluster, namespace: str, api: Client, operator: OperatorProcess

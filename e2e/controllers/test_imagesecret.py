@@ -14,6 +14,7 @@ verification, and a real `skopeo copy` using the Secret's `config.json` and `ca.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,11 @@ def test_credentials_are_issued_rotated_once_per_trigger_and_revoked_exactly(
     # Events are written in the background: one per credential issued, one for the revocation.
     wait_for(lambda: reasons().count("Rotated") == 5 and "Revoked" in reasons(), 5, "the Events")
     assert "RegistryUnavailable" not in reasons()
+    # No secret in logs, Events or conditions, ever.
     log = operator.log()
+    events = json.dumps(api.list(EVENTS, namespace)["items"])
+    statuses = json.dumps([cr.get("status") for cr in api.list(kind.resource, namespace)["items"]])
     for password in (first_password, previous_password, new_password, other_password):
         assert password not in log
+        assert password not in events
+        assert password not in statuses
