@@ -81,3 +81,25 @@ def test_owned_configmap_is_garbage_collected(cluster: LocalCluster, namespace: 
     while cluster.kubectl("get", "configmap", "child", "-n", namespace, check=False).returncode == 0:
         assert time.monotonic() < deadline, "the garbage collector did not delete the owned ConfigMap"
         time.sleep(0.5)
+
+
+def test_dev_cluster_provisions_volumes_for_the_seed_storage_class() -> None:
+    # `make run`'s cluster: the seed's ImageRegistry asks for storageClassName `standard`; without a
+    # provisioner its claim (and so the registry) would stay Pending forever.
+    with LocalCluster(storage_provisioner=True, with_scheduler=False, with_kwok=False) as dev:
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "default"},
+            "spec": {
+                "storageClassName": "standard",
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+        dev.kubectl("apply", "-f", "-", input=json.dumps(claim))
+        dev.kubectl("wait", "--for=jsonpath={.status.phase}=Bound", "--timeout=60s", "pvc/data")
+        default_class = dev.kubectl(
+            "get", "storageclass", "standard", "-o", "jsonpath={.metadata.annotations}"
+        ).stdout
+        assert '"storageclass.kubernetes.io/is-default-class":"true"' in default_class

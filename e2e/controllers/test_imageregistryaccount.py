@@ -56,3 +56,20 @@ def test_accounts_are_deleted_when_their_ttl_ends_and_static_ones_stay(
     expired = [e for e in api.list(EVENTS, namespace)["items"] if e["reason"] == "Expired"]
     assert sorted(e["involvedObject"]["name"] for e in expired) == ["expired-while-down", "short"]
     assert "reconcile failed" not in operator.log()
+
+    # Every kind keeps a Ready condition: `kubectl wait` works on accounts too, with the validity.
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=10s", "imageregistryaccount/static"
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=10s", "imageregistryaccount/long"
+    )
+    long_ready = next(
+        cond
+        for cond in api.get(IMAGE_REGISTRY_ACCOUNTS, "long", namespace)["status"]["conditions"]
+        if cond["type"] == "Ready"
+    )
+    assert long_ready["reason"] == "Available"
+    assert long_ready["message"].startswith("valid until ")
+    columns = cluster.kubectl("get", "imageregistryaccount", "static", "-n", namespace).stdout
+    assert "Available" in columns

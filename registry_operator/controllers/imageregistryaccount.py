@@ -7,11 +7,13 @@ on its uid, so an account re-created under the same name in between is never del
 This applies to every account, operator-generated or not.
 
 The authn sidecar already refuses expired accounts at login; deleting them keeps the namespace tidy
-and makes the expiry visible to users.
+and makes the expiry visible to users. Until then the account's Ready condition says until when it is
+valid (written only when that changes, so a steady state makes no writes).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Final
@@ -19,14 +21,16 @@ from typing import Final
 import structlog
 
 from registry_operator.api import constants as c
+from registry_operator.api.conditions import Condition, ConditionStatus, set_condition
 from registry_operator.api.duration import DurationError
+from registry_operator.api.imageregistryaccount import ImageRegistryAccountStatus
 from registry_operator.config import Settings
-from registry_operator.controllers.common import meta, now_utc
+from registry_operator.controllers.common import Object, meta, now_utc, write_status
 from registry_operator.controllers.imagesecret import EventSink
 from registry_operator.controllers.imagesecret_desired import account_ttl, parse_time
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import Client, Conflict
+from registry_operator.kube.client import Client, Conflict, NotFound
 from registry_operator.kube.controller import Controller, Request, Result
 from registry_operator.kube.manager import Manager
 
@@ -66,13 +70,18 @@ class AccountExpiryReconciler:
             log.warning(
                 "account has an unreadable spec.ttl; it never expires", ttl=str(account["spec"]["ttl"])
             )
+            self._report(
+                account, "False", c.REASON_INVALID_SPEC, "spec.ttl is not a Go duration such as 24h or 90m"
+            )
             return None
         created = parse_time(meta(account).get("creationTimestamp"))
         if ttl is None or created is None:
+            self._report(account, "True", c.REASON_AVAILABLE, "no spec.ttl: valid until deleted")
             return None  # a static account
         expiry = created + ttl
         remaining = (expiry - self.now()).total_seconds()
         if remaining >= 0:  # expired means now > expiry, as the authn sidecar and the original define it
+            self._report(account, "True", c.REASON_AVAILABLE, f"valid until {expiry.isoformat()}")
             return Result(requeue_after=remaining + self.slack_seconds)
         try:
             self.client.delete(
@@ -92,6 +101,21 @@ class AccountExpiryReconciler:
             f"Deleted: its TTL {account['spec']['ttl']} ended at {expiry.isoformat()}",
         )
         return None
+
+    def _report(self, account: Object, status: ConditionStatus, reason: str, message: str) -> None:
+        generation = meta(account).get("generation")
+        current = ImageRegistryAccountStatus.model_validate(account.get("status") or {})
+        ready = Condition(
+            type=c.CONDITION_READY,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+        )
+        set_condition(current.conditions, ready, self.now())
+        current.observed_generation = generation
+        with contextlib.suppress(NotFound):  # deleted meanwhile: nothing left to report on
+            write_status(self.client, IMAGE_REGISTRY_ACCOUNTS, account, current.to_dict())
 
 
 def setup(manager: Manager, settings: Settings) -> None:

@@ -30,6 +30,17 @@ from registry_operator.devenv.processes import ManagedProcess, StartupError, fre
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/24"
 FAKE_NODE = "kwok-node-0"
+STANDARD_STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {
+        "name": "standard",
+        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+    },
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
 
 
 def _b64(data: bytes) -> str:
@@ -46,11 +57,15 @@ class LocalCluster:
         with_controller_manager: bool = True,
         with_scheduler: bool = True,
         with_kwok: bool = True,
+        storage_provisioner: bool = False,
         keep_workdir: bool = False,
     ) -> None:
         self.with_controller_manager = with_controller_manager
         self.with_scheduler = with_scheduler
         self.with_kwok = with_kwok
+        # kube-controller-manager's development hostPath provisioner behind a default StorageClass
+        # `standard` (the class the seed's ImageRegistry example names), so claims bind by themselves.
+        self.storage_provisioner = storage_provisioner and with_controller_manager
         self.keep_workdir = keep_workdir
         self.workdir = Path(tempfile.mkdtemp(prefix="registry-operator-cluster-"))
         self.log_dir = self.workdir / "logs"
@@ -105,6 +120,8 @@ class LocalCluster:
                 60,
                 self._processes["kube-controller-manager"],
             )
+        if self.storage_provisioner:
+            self.kubectl("apply", "-f", "-", input=json.dumps(STANDARD_STORAGE_CLASS))
 
     def stop(self) -> None:
         for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
@@ -319,6 +336,7 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--leader-elect=false",
             "--use-service-account-credentials=false",
+            *(["--enable-hostpath-provisioner=true"] if self.storage_provisioner else []),
             "--v=1",
         ]
 

@@ -26,7 +26,7 @@ def run_dev(*, with_operator: bool = True) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     print("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok ...", flush=True)
-    cluster = LocalCluster(kubeconfig_path=KUBECONFIG)
+    cluster = LocalCluster(kubeconfig_path=KUBECONFIG, storage_provisioner=True)
     operator: ManagedProcess | None = None
     try:
         cluster.start()
@@ -50,8 +50,9 @@ def run_dev(*, with_operator: bool = True) -> int:
 local cluster is up ({cluster.server}); {crds} CRDs installed.
   export KUBECONFIG={KUBECONFIG}
   alias kubectl={kubectl}          # v{kubectl.parent.name.split("-v", 1)[1]}; any recent kubectl works
-  kubectl apply -f manifests/examples/
-  kubectl get imageregistries,imagepushsecrets,imagepullsecrets -A
+  kubectl apply -k manifests/examples          # registry, push/pull secrets, build env (namespace default)
+  kubectl wait --for=condition=Ready imageregistry/registry imagepushsecret/example imagepullsecret/example
+  kubectl get registry-operator                 # every kind, with Ready and Reason columns
 component logs: {cluster.log_dir}{"  (operator: operator.log)" if operator else ""}
 Ctrl-C stops everything.""",
             flush=True,

@@ -24,6 +24,11 @@ class DeletingApi(Client):
     def __init__(self, current_uids: dict[str, str]) -> None:  # no server behind it
         self.current_uids = current_uids
         self.deleted: list[tuple[str, str, str | None]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    def update_status(self, resource: Resource, obj: Mapping[str, Any], **_: Any) -> dict[str, Any]:
+        self.statuses.append(dict(obj["status"]))
+        return dict(obj)
 
     def delete(
         self, resource: Resource, name: str, namespace: str | None = None, *, uid: str | None = None, **_: Any
@@ -127,3 +132,37 @@ def test_missing_or_terminating_accounts_are_ignored() -> None:
     assert reconciler.reconcile(Request("infra", "push.a.b.1")) is None
     assert reconciler.reconcile(Request("infra", "gone")) is None
     assert api.deleted == []
+
+
+def ready(api: DeletingApi) -> dict[str, Any]:
+    assert len(api.statuses) == 1, api.statuses
+    conditions: list[dict[str, Any]] = api.statuses[0]["conditions"]
+    (condition,) = [c for c in conditions if c["type"] == "Ready"]
+    return condition
+
+
+def test_a_valid_account_is_ready_and_says_until_when() -> None:
+    _, api, _ = reconcile_at(CREATED + timedelta(hours=1), account("push.a.b.1", "24h0m0s"))
+    condition = ready(api)
+    assert (condition["status"], condition["reason"]) == ("True", "Available")
+    assert condition["message"] == "valid until 2026-03-02T12:00:00+00:00"
+
+
+def test_a_static_account_is_ready_without_expiry() -> None:
+    _, api, _ = reconcile_at(CREATED + timedelta(days=3650), account("static-user", None))
+    assert ready(api)["message"] == "no spec.ttl: valid until deleted"
+
+
+def test_an_unreadable_ttl_is_reported() -> None:
+    _, api, _ = reconcile_at(CREATED, account("odd", "one day"))
+    condition = ready(api)
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert "spec.ttl" in condition["message"]
+
+
+def test_an_unchanged_ready_condition_is_not_written_again() -> None:
+    obj = account("push.a.b.1", "24h")
+    _, first, _ = reconcile_at(CREATED + timedelta(hours=1), obj)
+    obj["status"] = first.statuses[0]
+    _, second, _ = reconcile_at(CREATED + timedelta(hours=2), obj)
+    assert second.statuses == []
