@@ -25,7 +25,7 @@ from registry_operator import dockerauth
 from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.api.imageregistry import ImageRegistrySpec
-from registry_operator.authn import AUTHN_PATH, DEFAULT_AUTHN_PORT
+from registry_operator.authn import AUTHN_PATH, DEFAULT_AUTHN_PORT, HEALTH_PATH
 from registry_operator.controllers.common import Object, secret_data
 
 # --- paths inside the pod -------------------------------------------------------------------------
@@ -419,9 +419,22 @@ def _auth_container(image: str) -> dict[str, Any]:
     }
 
 
+def authn_probe(failure_threshold: int, port: int = DEFAULT_AUTHN_PORT) -> dict[str, Any]:
+    # The sidecar listens on 127.0.0.1 only (credentials never leave the pod) and kubelet's HTTP
+    # probes go to the pod IP, so the probe runs inside the container: plain stdlib Python, no
+    # operator import, so it costs tens of milliseconds.
+    url = f"http://127.0.0.1:{port}{HEALTH_PATH}"
+    return {
+        "exec": {
+            "command": ["python", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"]
+        },
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": failure_threshold,
+    }
+
+
 def _authn_container(image: str, namespace: str) -> dict[str, Any]:
-    # No probe: the sidecar listens on 127.0.0.1 only (credentials never leave the pod), and kubelet
-    # probes go to the pod IP. docker_auth's readiness covers the path through it.
     return {
         "name": CONTAINER_AUTHN,
         "image": image,
@@ -429,6 +442,8 @@ def _authn_container(image: str, namespace: str) -> dict[str, Any]:
         "args": ["authn-server", "--namespace", namespace, "--port", str(DEFAULT_AUTHN_PORT)],
         "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "volumeMounts": [{"name": "authn-api-token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}],
+        "readinessProbe": authn_probe(failure_threshold=3),
+        "livenessProbe": authn_probe(failure_threshold=6),
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": _security_context(),
     }

@@ -515,3 +515,30 @@ def _sts(generation: int = 2, **status: int) -> dict[str, Any]:
 )  # fmt: skip
 def test_rollout_state(sts: dict[str, Any] | None, replicas: int, ready: bool, message: str) -> None:
     assert d.rollout_state(sts, replicas) == d.Rollout(ready, message)
+
+
+def test_authn_probe_runs_inside_the_container_and_detects_a_dead_sidecar() -> None:
+    # kubelet's HTTP probes cannot reach a loopback-only listener, so the probe is an exec of stdlib
+    # Python; run that exact command here against a real sidecar server, then against nothing.
+    import subprocess
+    import sys
+    import threading
+
+    from registry_operator.authn import AuthnHTTPServer
+    from registry_operator.controllers.imageregistry_desired import authn_probe
+
+    server = AuthnHTTPServer(lambda _user: None, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        command = authn_probe(3, port=server.port)["exec"]["command"]
+        assert command[0] == "python"
+        alive = subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=30, check=False)
+        assert alive.returncode == 0, alive.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    dead = subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=30, check=False)
+    assert dead.returncode != 0
+    containers = {c["name"]: c for c in statefulset()["spec"]["template"]["spec"]["containers"]}
+    assert containers["authn"]["readinessProbe"] == authn_probe(3)
+    assert containers["authn"]["livenessProbe"]["failureThreshold"] == 6
