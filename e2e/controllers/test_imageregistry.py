@@ -266,6 +266,12 @@ def test_spec_changes_roll_out_and_delete_claim_is_honoured(
     pod = api.get(STATEFULSETS, name, namespace)["spec"]["template"]["spec"]
     assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"] == "custom-tls"
     assert pod_template_hash(api, namespace, name) not in (initial_hash, acl_hash)
+    # What the former source generated is cleaned up; the user's secret is never touched.
+    wait_for(
+        lambda: get_or_none(api, SECRETS, "imageregistry-registry-selfsigned-tls", namespace) is None,
+        10,
+        "the unused self-signed TLS secret to be deleted",
+    )
 
     # Service type: the API server's clusterIP stays; LoadBalancer's node ports go with the type.
     cluster_ip = api.get(SERVICES, name, namespace)["spec"]["clusterIP"]

@@ -139,3 +139,14 @@ def test_issuer_ref_gets_a_certificate_from_cert_manager_and_the_registry_serves
     )
     assert reissued.serial_number != served.serial_number
     wait_condition(api, namespace, "cm", status="True", reason="Available")
+
+    # Switching back to the operator's own CA deletes the Certificate, which would otherwise keep
+    # cert-manager writing (and renewing) a secret nobody uses.
+    merge_patch(cluster, namespace, "cm", {"spec": {"tls": {"issuerRef": None}}})
+    wait_for(
+        lambda: get_or_none(api, CERTIFICATES, "imageregistry-cm-tls", namespace) is None,
+        30,
+        "the Certificate of the former TLS source to be deleted",
+    )
+    registry = wait_condition(api, namespace, "cm", status="True", reason="Available")
+    assert registry["status"]["tlsSecretName"] == "imageregistry-cm-selfsigned-tls"

@@ -42,9 +42,14 @@ def controller_ref(owner: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    uid = meta(owner).get("uid")
-    return any(
-        ref.get("controller") and ref.get("uid") == uid for ref in meta(obj).get("ownerReferences") or []
+    return controlled_by_uid(obj, meta(owner).get("uid"))
+
+
+def controlled_by_uid(obj: Mapping[str, Any], owner_uid: str | None) -> bool:
+    """Whether the object's controller ownerReference points at `owner_uid`."""
+    return owner_uid is not None and any(
+        ref.get("controller") and ref.get("uid") == owner_uid
+        for ref in meta(obj).get("ownerReferences") or []
     )
 
 

@@ -59,9 +59,9 @@ from registry_operator.config import Settings
 from registry_operator.controllers.common import (
     FIELD_MANAGER,
     Object,
+    controlled_by_uid,
     decode_secret_data,
     ensure,
-    is_controlled_by,
     key_of,
     meta,
     now_utc,
@@ -71,6 +71,7 @@ from registry_operator.controllers.imageregistry_desired import (
     HTTP_SECRET_KEY,
     TLS_MODE_ISSUER,
     TLS_MODE_SECRET,
+    TLS_MODE_SELF_SIGNED,
     RegistryContext,
     desired_certificate,
     desired_config_map,
@@ -310,6 +311,10 @@ class ImageRegistryReconciler:
             except ApiError as status_error:
                 log.warning("writing the failure status failed", error=str(status_error))
             raise
+        spec_changed = (obj.get("status") or {}).get("observedGeneration") != ctx.generation
+        if spec_changed and not outcome.problems and outcome.statefulset is not None:
+            # Only once the pods are told to use the new TLS source, and once per spec change.
+            outcome.attempt(lambda: self._remove_unused_tls(ctx))
         self._write_status(obj, hostname, ctx.tls_secret_name, outcome, ctx.spec.replicas)
         return self._requeue(outcome, now)
 
@@ -404,6 +409,28 @@ class ImageRegistryReconciler:
             current = None
         hint = "" if current is not None else CERT_MANAGER_HINT
         self._apply(CERTIFICATES, desired, current, hint=hint)
+
+    def _remove_unused_tls(self, ctx: RegistryContext) -> None:
+        """After a switch of TLS source, delete what the old source left: the cert-manager
+        Certificate (which would keep writing its secret) and the generated self-signed secret.
+        Only objects this registry controls, and only the exact ones seen (uid precondition)."""
+        if ctx.tls_mode != TLS_MODE_ISSUER:
+            name = names.registry_certificate_name(ctx.name)
+            try:
+                certificate: Object | None = self._client.get(CERTIFICATES, name, ctx.namespace)
+            except NotFound:  # none, or cert-manager is not installed at all
+                certificate = None
+            if certificate is not None and controlled_by_uid(certificate, ctx.uid):
+                self._client.delete(
+                    CERTIFICATES, name, ctx.namespace, uid=meta(certificate)["uid"], missing_ok=True
+                )
+                log.info("deleted the Certificate of the former TLS source", certificate=name)
+        if ctx.tls_mode != TLS_MODE_SELF_SIGNED:
+            name = names.registry_tls_secret_name(ctx.name, None, False)
+            secret = self._stores.all_secrets.get_by_name(ctx.namespace, name)
+            if secret is not None and name != ctx.tls_secret_name and controlled_by_uid(secret, ctx.uid):
+                self._client.delete(SECRETS, name, ctx.namespace, uid=meta(secret)["uid"], missing_ok=True)
+                log.info("deleted the self-signed TLS secret of the former TLS source", secret=name)
 
     def _self_signed_tls(self, ctx: RegistryContext, now: datetime) -> TlsMaterial:
         operator_namespace = self._settings.operator_namespace
@@ -517,9 +544,7 @@ class ImageRegistryReconciler:
                 current = self._client.get(SECRETS, name, ctx.namespace)
             except NotFound:
                 current = None
-        if current is not None and not (
-            is_managed(current) or is_controlled_by(current, {"metadata": {"uid": ctx.uid}})
-        ):
+        if current is not None and not (is_managed(current) or controlled_by_uid(current, ctx.uid)):
             raise SyncProblem(
                 c.REASON_FAILED_SYNC,
                 f"{where} already exists and is not managed by the operator (no label "
@@ -566,7 +591,7 @@ class ImageRegistryReconciler:
         stale_owner = (
             current is not None
             and not ctx.spec.persistent_volume_claim.delete_claim
-            and is_controlled_by(current, {"metadata": {"uid": ctx.uid}})
+            and controlled_by_uid(current, ctx.uid)
         )
         # `contains` cannot see a field that must go away: with deleteClaim turned off, apply once
         # more so that server-side apply drops the owner reference the operator set before.
