@@ -8,7 +8,7 @@ import base64
 import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from registry_operator.kube.client import Client
 from registry_operator.kube.resources import Resource
@@ -18,6 +18,15 @@ Object = dict[str, Any]
 # One field manager for everything the operator applies; server-side apply then removes fields that
 # an older operator version set but the current one no longer renders.
 FIELD_MANAGER = "registry-operator"
+
+
+class EventSink(Protocol):
+    """What reconcilers need of an Event recorder (kube.events.EventRecorder; a list in unit tests).
+    Never pass a secret in a reason or message."""
+
+    def normal(self, obj: Mapping[str, Any], reason: str, message: str) -> None: ...
+
+    def warning(self, obj: Mapping[str, Any], reason: str, message: str) -> None: ...
 
 
 def now_utc() -> datetime:

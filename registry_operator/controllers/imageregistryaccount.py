@@ -25,8 +25,7 @@ from registry_operator.api.conditions import Condition, ConditionStatus, set_con
 from registry_operator.api.duration import DurationError
 from registry_operator.api.imageregistryaccount import ImageRegistryAccountStatus
 from registry_operator.config import Settings
-from registry_operator.controllers.common import Object, meta, now_utc, write_status
-from registry_operator.controllers.imagesecret import EventSink
+from registry_operator.controllers.common import EventSink, Object, meta, now_utc, write_status
 from registry_operator.controllers.imagesecret_desired import account_ttl, parse_time
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.kube.cache import Store

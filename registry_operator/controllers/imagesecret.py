@@ -41,7 +41,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 
@@ -54,6 +54,7 @@ from registry_operator.authn import verify_account_password
 from registry_operator.config import Settings
 from registry_operator.controllers.common import (
     FIELD_MANAGER,
+    EventSink,
     contains,
     decode_secret_data,
     ensure,
@@ -121,12 +122,6 @@ ROTATION_REQUEUE_SLACK_SECONDS: Final = 0.5
 
 EVENT_ROTATED: Final = "Rotated"
 EVENT_REVOKED: Final = "Revoked"
-
-
-class EventSink(Protocol):
-    def normal(self, obj: Mapping[str, Any], reason: str, message: str) -> None: ...
-
-    def warning(self, obj: Mapping[str, Any], reason: str, message: str) -> None: ...
 
 
 def describe_api_error(error: ApiError, what: str) -> str:
