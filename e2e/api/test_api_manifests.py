@@ -165,7 +165,7 @@ def cluster_wide_install(cluster: LocalCluster) -> Iterator[list[dict[str, Any]]
         "delete", "clusterrolebinding,clusterrole", "registry-operator", "--ignore-not-found", check=False
     )
     cluster.kubectl(
-        "delete", "namespace", CLUSTER_WIDE_NAMESPACE, "--ignore-not-found", "--wait=false", check=False
+        "delete", "namespace", CLUSTER_WIDE_NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False
     )
 
 

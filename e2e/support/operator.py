@@ -49,11 +49,26 @@ class OperatorProcess:
         )
 
     def start(self, *, wait_ready: bool = True) -> OperatorProcess:
-        self.cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+        self._ensure_active_namespace()
         self.process.start()
         if wait_ready:
             wait_until("operator /readyz", lambda: self.http_get("/readyz")[0] == 200, 60, self.process)
         return self
+
+    def _ensure_active_namespace(self) -> None:
+        """The operator's Lease lives there: a namespace still terminating (another test's cleanup)
+        would refuse it, so wait for it to go and create it afresh."""
+
+        def active() -> bool:
+            phase = self.cluster.kubectl(
+                "get", "namespace", OPERATOR_NAMESPACE, "-o", "jsonpath={.status.phase}", check=False
+            )
+            if phase.returncode != 0:  # gone: create it
+                self.cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+                return False
+            return phase.stdout == "Active"
+
+        wait_until(f"namespace {OPERATOR_NAMESPACE} to be Active", active, 120)
 
     def http_get(self, path: str, port: int | None = None) -> tuple[int, str]:
         url = f"http://127.0.0.1:{port or self.health_port}{path}"
