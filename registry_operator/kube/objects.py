@@ -5,8 +5,6 @@ these few functions instead of `obj["metadata"]["name"]` chains, so a missing fi
 well-defined answer (empty string, empty mapping, None) everywhere.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any
 
