@@ -18,15 +18,12 @@ typo; while redis is merely Pending it is written, so credential rotations still
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import structlog
-from pydantic import ValidationError
 
 from registry_operator.api import constants as c
-from registry_operator.api.conditions import Condition, ConditionStatus, get_condition, set_condition
 from registry_operator.api.imagebuildenv import ImageBuildEnvStatus
 from registry_operator.api.names import (
     build_env_redis_name,
@@ -46,7 +43,6 @@ from registry_operator.controllers.common import (
     meta,
     now_utc,
     secret_data,
-    write_status,
 )
 from registry_operator.controllers.imagebuildenv_config import merged_config, missing_inputs_message
 from registry_operator.controllers.imagebuildenv_redis import (
@@ -60,6 +56,13 @@ from registry_operator.controllers.imagebuildenv_redis import (
     redis_address,
 )
 from registry_operator.controllers.resources import DEPLOYMENTS, IMAGE_BUILD_ENVS, SECRETS, SERVICES
+from registry_operator.controllers.status import (
+    ConditionValue,
+    Problem,
+    condition_changed,
+    read_status,
+    update_status,
+)
 from registry_operator.dockerconfig import DockerConfigError
 from registry_operator.kube.cache import OWNER_UID_INDEX, Store
 from registry_operator.kube.client import ApiError, Client, Conflict, Forbidden, PatchType
@@ -83,16 +86,13 @@ EVENT_COMPONENT: Final = "imagebuildenv-controller"
 # Index on ImageBuildEnvs: "namespace/secretName" of every input Secret → the envs that read it.
 INPUT_SECRETS_INDEX: Final = "imagebuildenv-input-secrets"
 # A missing input's creation triggers a reconcile through the index; this is only a safety net.
-MISSING_INPUT_REQUEUE_SECONDS: Final = 30.0
+MISSING_INPUT_REQUEUE: Final = timedelta(seconds=30)
 MESSAGE_REDIS_PENDING: Final = "waiting for redis to become ready"
 # Event reasons (conditions use the API's reasons).
 EVENT_SECRET_UPDATED: Final = "SecretUpdated"
 EVENT_BACK_REFERENCE_REMOVED: Final = "BackReferenceRemoved"
 # Status cause the NamespaceLifecycle admission plugin gives when refusing a create.
 NAMESPACE_TERMINATING_CAUSE: Final = "NamespaceTerminating"
-_WARNING_REASONS: Final = frozenset(
-    {c.REASON_MISSING_SECRET, c.REASON_INVALID_SECRET, c.REASON_FAILED_UPDATE}
-)
 
 
 def input_secret_keys(env: Object) -> list[str]:
@@ -145,16 +145,6 @@ def _spec_or_lifecycle_changed(old: Object, new: Object) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class Readiness:
-    """The outcome of one reconcile, as the Ready condition shows it."""
-
-    status: ConditionStatus
-    reason: str
-    message: str
-    requeue_after: float | None = None
-
-
 class ImageBuildEnvReconciler:
     def __init__(
         self,
@@ -185,8 +175,11 @@ class ImageBuildEnvReconciler:
         env = self._migrate_from_original(env)
         if meta(env).get("deletionTimestamp"):
             return None
+        problem: Problem | None = None
         try:
-            readiness = self._sync(env)
+            ready = self._sync(env)
+        except Problem as found:
+            problem, ready = found, found.condition()
         except Conflict:
             raise  # stale cache: retry with fresh data, nothing to tell the user
         except ApiError as error:
@@ -194,20 +187,19 @@ class ImageBuildEnvReconciler:
                 # The namespace is going away and the env with it: recreating its children is futile.
                 log.debug("namespace is terminating, not retrying", error=str(error))
                 return None
-            failed = Readiness(
-                "False", c.REASON_FAILED_UPDATE, f"writing the build configuration failed: {error}"
-            )
+            failed = Problem(c.REASON_FAILED_UPDATE, f"writing the build configuration failed: {error}")
             try:
-                self._set_ready(env, failed)
+                self._set_ready(env, failed.condition(), failed)
             except ApiError as status_error:
                 log.warning("writing the failure status failed", error=str(status_error))
             raise
-        self._set_ready(env, readiness)
-        if readiness.requeue_after:
-            return Result(requeue_after=readiness.requeue_after)
+        self._set_ready(env, ready, problem)
+        if problem is not None and problem.requeue_after is not None:
+            return Result(requeue_after=problem.requeue_after.total_seconds())
         return None
 
-    def _sync(self, env: Object) -> Readiness:
+    def _sync(self, env: Object) -> ConditionValue:
+        """Write the env's objects; the Ready condition when done, a Problem when not."""
         namespace, name = meta(env)["namespace"], meta(env)["name"]
         spec = env.get("spec") or {}
         redis_ready: bool | None = None  # None: no redis wanted
@@ -230,21 +222,18 @@ class ImageBuildEnvReconciler:
             else:
                 inputs.append(secret)
         if missing:
-            return Readiness(
-                "False",
-                c.REASON_MISSING_SECRET,
-                missing_inputs_message(missing),
-                requeue_after=MISSING_INPUT_REQUEUE_SECONDS,
+            raise Problem(
+                c.REASON_MISSING_SECRET, missing_inputs_message(missing), requeue_after=MISSING_INPUT_REQUEUE
             )
         try:
             data = merged_config(inputs)
         except DockerConfigError as error:
-            return Readiness("False", c.REASON_INVALID_SECRET, str(error))
+            raise Problem(c.REASON_INVALID_SECRET, str(error)) from error
         self._ensure_config_secret(env, {**data, **redis_data})
         if redis_ready is False:
-            return Readiness("False", c.REASON_PENDING, MESSAGE_REDIS_PENDING)
-        return Readiness(
-            "True", c.REASON_AVAILABLE, f"build configuration in secret {build_env_secret_name(name)}"
+            raise Problem(c.REASON_PENDING, MESSAGE_REDIS_PENDING, event_type=None)
+        return ConditionValue.true(
+            c.REASON_AVAILABLE, f"build configuration in secret {build_env_secret_name(name)}"
         )
 
     # --- merged secret -----------------------------------------------------------------------
@@ -362,31 +351,13 @@ class ImageBuildEnvReconciler:
         return updated
 
     # --- status ------------------------------------------------------------------------------
-    def _set_ready(self, env: Object, readiness: Readiness) -> None:
-        try:
-            status = ImageBuildEnvStatus.model_validate(env.get("status") or {})
-        except ValidationError:
-            # e.g. a condition without reason, as the original wrote them: start afresh.
-            status = ImageBuildEnvStatus()
-        previous = get_condition(status.conditions, c.CONDITION_READY)
-        previous_outcome = (previous.reason, previous.message) if previous else None
-        generation = meta(env).get("generation")
-        status.observed_generation = generation
+    def _set_ready(self, env: Object, ready: ConditionValue, problem: Problem | None) -> None:
+        status = read_status(ImageBuildEnvStatus, env)
         status.secret_refs = None  # the original's back-reference list: nothing carries one any more
-        set_condition(
-            status.conditions,
-            Condition(
-                type=c.CONDITION_READY,
-                status=readiness.status,
-                reason=readiness.reason,
-                message=readiness.message,
-                observed_generation=generation,
-            ),
-            self._now(),
-        )
-        write_status(self._client, IMAGE_BUILD_ENVS, env, status.to_dict())
-        if readiness.reason in _WARNING_REASONS and previous_outcome != (readiness.reason, readiness.message):
-            self._event(env, "Warning", readiness.reason, readiness.message)
+        changed = condition_changed(env, ready)
+        update_status(self._client, IMAGE_BUILD_ENVS, env, status, self._now(), ready)
+        if problem is not None and problem.event_type is not None and changed:
+            self._event(env, problem.event_type, problem.reason, problem.message)
 
     def _event(self, env: Object, event_type: str, reason: str, message: str) -> None:
         if self._recorder is not None:

@@ -21,13 +21,13 @@ from typing import Final
 import structlog
 
 from registry_operator.api import constants as c
-from registry_operator.api.conditions import Condition, ConditionStatus, set_condition
 from registry_operator.api.duration import DurationError
 from registry_operator.api.imageregistryaccount import ImageRegistryAccountStatus
 from registry_operator.config import Settings
-from registry_operator.controllers.common import EventSink, Object, meta, now_utc, write_status
+from registry_operator.controllers.common import EventSink, Object, meta, now_utc
 from registry_operator.controllers.imagesecret_desired import account_ttl, parse_time
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
+from registry_operator.controllers.status import ConditionValue, read_status, update_status
 from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client, Conflict, NotFound
 from registry_operator.kube.controller import Controller, Request, Result
@@ -70,17 +70,22 @@ class AccountExpiryReconciler:
                 "account has an unreadable spec.ttl; it never expires", ttl=str(account["spec"]["ttl"])
             )
             self._report(
-                account, "False", c.REASON_INVALID_SPEC, "spec.ttl is not a Go duration such as 24h or 90m"
+                account,
+                ConditionValue.false(
+                    c.REASON_INVALID_SPEC, "spec.ttl is not a Go duration such as 24h or 90m"
+                ),
             )
             return None
         created = parse_time(meta(account).get("creationTimestamp"))
         if ttl is None or created is None:
-            self._report(account, "True", c.REASON_AVAILABLE, "no spec.ttl: valid until deleted")
+            self._report(account, ConditionValue.true(c.REASON_AVAILABLE, "no spec.ttl: valid until deleted"))
             return None  # a static account
         expiry = created + ttl
         remaining = (expiry - self.now()).total_seconds()
         if remaining >= 0:  # expired means now > expiry, as the authn sidecar and the original define it
-            self._report(account, "True", c.REASON_AVAILABLE, f"valid until {expiry.isoformat()}")
+            self._report(
+                account, ConditionValue.true(c.REASON_AVAILABLE, f"valid until {expiry.isoformat()}")
+            )
             return Result(requeue_after=remaining + self.slack_seconds)
         try:
             self.client.delete(
@@ -101,20 +106,10 @@ class AccountExpiryReconciler:
         )
         return None
 
-    def _report(self, account: Object, status: ConditionStatus, reason: str, message: str) -> None:
-        generation = meta(account).get("generation")
-        current = ImageRegistryAccountStatus.model_validate(account.get("status") or {})
-        ready = Condition(
-            type=c.CONDITION_READY,
-            status=status,
-            reason=reason,
-            message=message,
-            observed_generation=generation,
-        )
-        set_condition(current.conditions, ready, self.now())
-        current.observed_generation = generation
+    def _report(self, account: Object, ready: ConditionValue) -> None:
+        status = read_status(ImageRegistryAccountStatus, account)
         with contextlib.suppress(NotFound):  # deleted meanwhile: nothing left to report on
-            write_status(self.client, IMAGE_REGISTRY_ACCOUNTS, account, current.to_dict())
+            update_status(self.client, IMAGE_REGISTRY_ACCOUNTS, account, status, self.now(), ready)
 
 
 def setup(manager: Manager, settings: Settings) -> None:

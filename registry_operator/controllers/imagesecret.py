@@ -47,7 +47,6 @@ import structlog
 
 from registry_operator import metrics
 from registry_operator.api import constants as c
-from registry_operator.api.conditions import Condition, set_condition
 from registry_operator.api.imagesecret import ImageSecretStatus, RegistryStatusRef
 from registry_operator.api.names import registry_hostname
 from registry_operator.authn import verify_account_password
@@ -61,7 +60,6 @@ from registry_operator.controllers.common import (
     key_of,
     meta,
     now_utc,
-    write_status,
 )
 from registry_operator.controllers.imagesecret_desired import (
     KINDS,
@@ -82,6 +80,14 @@ from registry_operator.controllers.imagesecret_desired import (
     secret_rotation,
 )
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, IMAGE_REGISTRY_ACCOUNTS, SECRETS
+from registry_operator.controllers.status import (
+    ConditionValue,
+    Problem,
+    condition_changed,
+    update_status,
+    write_status,
+)
+from registry_operator.kube import objects
 from registry_operator.kube.cache import Object, Store, json_copy
 from registry_operator.kube.client import (
     AlreadyExists,
@@ -137,14 +143,6 @@ def describe_api_error(error: ApiError, what: str) -> str:
     return f"writing {what} failed: {error.status} {error.reason}"
 
 
-def _ready_condition(cr: Mapping[str, Any]) -> dict[str, Any] | None:
-    for condition in (cr.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == c.CONDITION_READY:
-            found: dict[str, Any] = condition
-            return found
-    return None
-
-
 class ImageSecretReconciler:
     """Reconciles one kind (ImagePushSecret or ImagePullSecret)."""
 
@@ -182,9 +180,10 @@ class ImageSecretReconciler:
             return None
         if c.FINALIZER_ACCOUNTS not in (meta(cr).get("finalizers") or []):
             cr = self._add_finalizer(cr)
-        registry = self._resolve_registry(cr)
-        if isinstance(registry, str):
-            self._set_unavailable(cr, registry)
+        try:
+            registry = self._resolve_registry(cr)
+        except Problem as problem:
+            self._report_problem(cr, ImageSecretStatus.model_validate(cr.get("status") or {}), problem)
             return None
         return self._sync(cr, registry)
 
@@ -246,32 +245,43 @@ class ImageSecretReconciler:
         return deleted
 
     # --- registry --------------------------------------------------------------------------------
-    def _resolve_registry(self, cr: Object) -> UsableRegistry | str:
-        """The registry to issue credentials for, or a message saying why it cannot be used."""
+    def _resolve_registry(self, cr: Object) -> UsableRegistry:
+        """The registry to issue credentials for; a RegistryUnavailable Problem saying why it cannot
+        be used."""
         key = registry_key(cr, self.settings)
         watched = self.settings.watch_namespace
         if watched and key.namespace != watched:
-            return f"ImageRegistry {key} is outside the namespace the operator watches ({watched})"
+            raise Problem(
+                c.REASON_REGISTRY_UNAVAILABLE,
+                f"ImageRegistry {key} is outside the namespace the operator watches ({watched})",
+            )
         registry = self.registries.get_by_name(key.namespace, key.name, copy=False)
         if registry is None:
-            return f"ImageRegistry {key} not found"
+            raise Problem(c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} not found")
         if meta(registry).get("deletionTimestamp"):
-            return f"ImageRegistry {key} is being deleted"
-        ready = _ready_condition(registry)
+            raise Problem(c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} is being deleted")
+        ready = objects.condition(registry, c.CONDITION_READY)
         if ready is None:
-            return f"ImageRegistry {key} is not Ready yet (no Ready condition)"
+            raise Problem(
+                c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} is not Ready yet (no Ready condition)"
+            )
         if ready.get("status") != "True":
             detail = ready.get("reason") or "Unknown"
             if ready.get("message"):
                 detail += f": {ready['message']}"
-            return f"ImageRegistry {key} is not Ready: {detail}"
+            raise Problem(c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} is not Ready: {detail}")
         status = registry.get("status") or {}
         tls_secret_name = status.get("tlsSecretName")
         if not tls_secret_name:
-            return f"ImageRegistry {key} names no TLS secret in its status yet"
+            raise Problem(
+                c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} names no TLS secret in its status yet"
+            )
         tls_secret = self.secrets.get_by_name(key.namespace, tls_secret_name, copy=False)
         if tls_secret is None:
-            return f"TLS secret {key.namespace}/{tls_secret_name} of ImageRegistry {key} not found"
+            raise Problem(
+                c.REASON_REGISTRY_UNAVAILABLE,
+                f"TLS secret {key.namespace}/{tls_secret_name} of ImageRegistry {key} not found",
+            )
         return UsableRegistry(
             namespace=key.namespace,
             name=key.name,
@@ -280,16 +290,15 @@ class ImageSecretReconciler:
             ca_cert=decode_secret_data(tls_secret).get(c.SECRET_KEY_CA_CERT, b""),
         )
 
-    def _set_unavailable(self, cr: Object, message: str) -> None:
-        status = ImageSecretStatus.model_validate(cr.get("status") or {})
-        updated = self._with_ready(
-            status, cr, ready=False, reason=c.REASON_REGISTRY_UNAVAILABLE, message=message
-        )
-        before = _ready_condition(cr) or {}
-        self._write_status(cr, updated)
-        if (before.get("reason"), before.get("message")) != (c.REASON_REGISTRY_UNAVAILABLE, message):
-            log.info("registry unavailable", why=message)
-            self.events.warning(cr, c.REASON_REGISTRY_UNAVAILABLE, message)
+    def _report_problem(self, cr: Object, status: ImageSecretStatus, problem: Problem) -> Object:
+        """Ready=False with the problem; its Event once per change of the condition."""
+        ready = problem.condition()
+        changed = condition_changed(cr, ready)
+        written = update_status(self.client, self.kind.resource, cr, status, self.now(), ready)
+        if changed and problem.event_type is not None:
+            log.info("not ready", reason=problem.reason, why=problem.message)
+            self.events.warning(cr, problem.reason, problem.message)
+        return written
 
     # --- credentials -----------------------------------------------------------------------------
     def _current_account(self, cr: Object, namespace: str, rotation: int) -> Object | None:
@@ -435,8 +444,13 @@ class ImageSecretReconciler:
         problem = self._foreign_controller_problem(cr, secret)
         if problem is not None:
             # Checked before anything is written: no account is issued for a Secret we cannot write.
-            self._write_status(
-                cr, self._with_ready(status, cr, ready=False, reason=c.REASON_FAILED_SYNC, message=problem)
+            update_status(
+                self.client,
+                self.kind.resource,
+                cr,
+                status,
+                self.now(),
+                ConditionValue.false(c.REASON_FAILED_SYNC, problem),
             )
             self.events.warning(cr, c.REASON_FAILED_SYNC, problem)
             raise ReconcileError(problem)
@@ -469,7 +483,7 @@ class ImageSecretReconciler:
             started.rotate_request = requested
         # 1. Claim the rotation number first, conditional on the CR's resourceVersion: a pass working
         #    from a stale CR stops here with Conflict, and a retry never reuses an account name.
-        cr = self._write_status(cr, started)
+        cr = write_status(self.client, self.kind.resource, cr, started.to_dict())
 
         what = f"account {registry.namespace}/{account_name}"
         try:
@@ -503,9 +517,9 @@ class ImageSecretReconciler:
             metrics.ROTATION_ERRORS.labels(kind=self.kind.kind).inc()
             log.warning("rotation failed", rotation=rotation, why=detail)
             self.events.warning(cr, c.REASON_FAILED_SYNC, message)
-            failed = self._with_ready(started, cr, ready=False, reason=c.REASON_FAILED_SYNC, message=message)
+            failed = ConditionValue.false(c.REASON_FAILED_SYNC, message)
             with contextlib.suppress(ApiError):
-                self._write_status(cr, failed)
+                update_status(self.client, self.kind.resource, cr, started, self.now(), failed)
             raise ReconcileError(message) from error
 
         metrics.ROTATIONS.labels(kind=self.kind.kind).inc()
@@ -533,8 +547,8 @@ class ImageSecretReconciler:
             f"Secret {self.kind.secret_name(meta(cr)['name'])} holds credentials #{rotation} "
             f"for {registry.hostname}"
         )
-        current = self._with_ready(current, cr, ready=True, reason=c.REASON_AVAILABLE, message=message)
-        self._write_status(cr, current)
+        ready = ConditionValue.true(c.REASON_AVAILABLE, message)
+        update_status(self.client, self.kind.resource, cr, current, self.now(), ready)
         if current.current_expiry_time is not None:
             metrics.set_credential_expiry(
                 meta(cr)["namespace"],
@@ -548,31 +562,6 @@ class ImageSecretReconciler:
         return Result(
             requeue_after=max(0.0, (due - self.now()).total_seconds()) + ROTATION_REQUEUE_SLACK_SECONDS
         )
-
-    # --- status ----------------------------------------------------------------------------------
-    def _with_ready(
-        self, status: ImageSecretStatus, cr: Object, *, ready: bool, reason: str, message: str
-    ) -> ImageSecretStatus:
-        generation = meta(cr).get("generation")
-        updated = status.model_copy(deep=True)
-        set_condition(
-            updated.conditions,
-            Condition(
-                type=c.CONDITION_READY,
-                status="True" if ready else "False",
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-            ),
-            self.now(),
-        )
-        updated.observed_generation = generation
-        return updated
-
-    def _write_status(self, cr: Object, status: ImageSecretStatus) -> Object:
-        """PUT the status unless unchanged (Conflict when `cr` was stale); returns the CR as the API
-        now has it, whose resourceVersion the next write of the same pass needs."""
-        return write_status(self.client, self.kind.resource, cr, status.to_dict())
 
 
 # --- watches ----------------------------------------------------------------------------------------
