@@ -57,3 +57,26 @@ def test_api_does_not_import_controllers() -> None:
     for path in sorted((PACKAGE / "api").glob("*.py")):
         bad = {m for m in own_imports(path) if m.startswith("registry_operator.controllers")}
         assert not bad, f"api/{path.name} imports {sorted(bad)}"
+
+
+IMAGEREGISTRY_PARTS = sorted((PACKAGE / "controllers" / "imageregistry").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", IMAGEREGISTRY_PARTS, ids=lambda p: p.name)
+def test_imageregistry_parts_do_not_import_the_reconciler(path: Path) -> None:
+    # The parts (tls, keys, config, workload, readiness) talk through API objects and plain values;
+    # only the reconciler knows the order of them, and only the package re-exports it.
+    if path.name in ("__init__.py", "reconciler.py"):
+        return
+    bad = {m for m in own_imports(path) if m == "registry_operator.controllers.imageregistry.reconciler"}
+    assert not bad, f"controllers/imageregistry/{path.name} imports the reconciler"
+
+
+def test_status_mechanism_is_the_only_condition_writer() -> None:
+    # One way to write conditions: controllers/status.py. Nobody else calls set_condition.
+    writers = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in sorted((PACKAGE / "controllers").rglob("*.py"))
+        if "set_condition" in path.read_text() and path.name != "status.py"
+    ]
+    assert not writers, f"these modules set conditions themselves instead of using status.py: {writers}"

@@ -43,7 +43,7 @@ from e2e.controllers.imageregistry_support import (
 from e2e.support.operator import OPERATOR_NAMESPACE, OperatorProcess
 from registry_operator import dockerauth
 from registry_operator.api import constants as c
-from registry_operator.controllers.imageregistry_desired import TOKEN_DIR
+from registry_operator.controllers.imageregistry.context import TOKEN_DIR
 from registry_operator.controllers.resources import CONFIGMAPS, SECRETS
 from registry_operator.devenv import binaries
 from registry_operator.devenv.cluster import LocalCluster

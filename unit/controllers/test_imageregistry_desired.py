@@ -13,8 +13,31 @@ from registry_operator import dockerauth
 from registry_operator.api import constants as c
 from registry_operator.api.imageregistry import ImageRegistrySpec
 from registry_operator.authn import shim_script
-from registry_operator.controllers import imageregistry_desired as d
 from registry_operator.controllers.common import contains
+from registry_operator.controllers.imageregistry.config import (
+    desired_config_map,
+    render_auth_config,
+    render_registry_config,
+)
+from registry_operator.controllers.imageregistry.context import (
+    AUTH_CONFIG_DIR,
+    SERVICE_ACCOUNT_DIR,
+    SHIM_FILE,
+    TLS_DIR,
+    TOKEN_DIR,
+    RegistryContext,
+)
+from registry_operator.controllers.imageregistry.keys import desired_generated_secret
+from registry_operator.controllers.imageregistry.readiness import Rollout, rollout_state
+from registry_operator.controllers.imageregistry.tls import desired_certificate, server_dns_names
+from registry_operator.controllers.imageregistry.workload import (
+    desired_pvc,
+    desired_role,
+    desired_role_binding,
+    desired_service,
+    desired_service_account,
+    desired_statefulset,
+)
 
 UID = "0b5a5d3e-1111-2222-3333-444455556666"
 
@@ -25,8 +48,8 @@ def spec(**overrides: Any) -> ImageRegistrySpec:
     return ImageRegistrySpec.model_validate(base)
 
 
-def context(name: str = "registry", namespace: str = "team", **overrides: Any) -> d.RegistryContext:
-    return d.RegistryContext(
+def context(name: str = "registry", namespace: str = "team", **overrides: Any) -> RegistryContext:
+    return RegistryContext(
         name=name,
         namespace=namespace,
         uid=UID,
@@ -36,7 +59,7 @@ def context(name: str = "registry", namespace: str = "team", **overrides: Any) -
     )
 
 
-def statefulset(ctx: d.RegistryContext | None = None, **kwargs: Any) -> dict[str, Any]:
+def statefulset(ctx: RegistryContext | None = None, **kwargs: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "image_registry": "registry:3",
         "image_auth": "docker_auth:1.14",
@@ -45,18 +68,18 @@ def statefulset(ctx: d.RegistryContext | None = None, **kwargs: Any) -> dict[str
         "config_hash": "f" * 64,
     }
     args.update(kwargs)
-    return d.desired_statefulset(ctx or context(), **args)
+    return desired_statefulset(ctx or context(), **args)
 
 
-def all_desired(ctx: d.RegistryContext) -> list[dict[str, Any]]:
+def all_desired(ctx: RegistryContext) -> list[dict[str, Any]]:
     return [
-        d.desired_service_account(ctx),
-        d.desired_role(ctx),
-        d.desired_role_binding(ctx),
-        d.desired_service(ctx),
-        d.desired_pvc(ctx),
-        d.desired_config_map(ctx, d.render_registry_config(ctx), d.render_auth_config(ctx), shim_script()),
-        d.desired_generated_secret(ctx, "imageregistry-registry-http-secret", {"k": b"v"}, "Opaque"),
+        desired_service_account(ctx),
+        desired_role(ctx),
+        desired_role_binding(ctx),
+        desired_service(ctx),
+        desired_pvc(ctx),
+        desired_config_map(ctx, render_registry_config(ctx), render_auth_config(ctx), shim_script()),
+        desired_generated_secret(ctx, "imageregistry-registry-http-secret", {"k": b"v"}, "Opaque"),
         statefulset(ctx),
     ]
 
@@ -116,8 +139,8 @@ def test_desired_objects_are_contained_in_what_the_api_server_returns_with_defau
 
 
 def test_server_dns_names_put_a_custom_zone_first() -> None:
-    assert d.server_dns_names("r", "ns", "svc.cluster.local") == ["r.ns.svc.cluster.local", "r.ns.svc"]
-    assert d.server_dns_names("r", "ns", "example.org") == [
+    assert server_dns_names("r", "ns", "svc.cluster.local") == ["r.ns.svc.cluster.local", "r.ns.svc"]
+    assert server_dns_names("r", "ns", "example.org") == [
         "r.ns.example.org",
         "r.ns.svc.cluster.local",
         "r.ns.svc",
@@ -141,7 +164,7 @@ def test_tls_mode_and_secret_name_follow_spec_tls() -> None:
 
 
 def test_role_grants_reading_accounts_and_only_its_own_registry() -> None:
-    role = d.desired_role(context())
+    role = desired_role(context())
     assert role["metadata"]["name"] == "imageregistry-registry"
     assert role["rules"] == [
         {"apiGroups": [c.GROUP], "resources": ["imageregistryaccounts"], "verbs": ["get", "list", "watch"]},
@@ -155,7 +178,7 @@ def test_role_grants_reading_accounts_and_only_its_own_registry() -> None:
 
 
 def test_role_binding_binds_the_registry_service_account() -> None:
-    binding = d.desired_role_binding(context())
+    binding = desired_role_binding(context())
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "imageregistry-registry", "namespace": "team"}
     ]
@@ -170,7 +193,7 @@ def test_role_binding_binds_the_registry_service_account() -> None:
 
 
 def test_service_defaults_to_load_balancer_with_registry_and_auth_ports() -> None:
-    service = d.desired_service(context())
+    service = desired_service(context())
     assert service["metadata"]["name"] == "registry"
     assert service["metadata"]["annotations"] == {
         "external-dns.alpha.kubernetes.io/hostname": "registry.team.svc.cluster.local"
@@ -187,27 +210,27 @@ def test_service_defaults_to_load_balancer_with_registry_and_auth_ports() -> Non
 
 
 def test_service_type_comes_from_the_spec() -> None:
-    assert d.desired_service(context(service={"type": "ClusterIP"}))["spec"]["type"] == "ClusterIP"
+    assert desired_service(context(service={"type": "ClusterIP"}))["spec"]["type"] == "ClusterIP"
 
 
 # --- PVC -------------------------------------------------------------------------------------------
 
 
 def test_pvc_is_owned_only_with_delete_claim() -> None:
-    kept = d.desired_pvc(context())
+    kept = desired_pvc(context())
     assert "ownerReferences" not in kept["metadata"]
-    owned = d.desired_pvc(
+    owned = desired_pvc(
         context(persistentVolumeClaim={"resources": {"requests": {"storage": "1Gi"}}, "deleteClaim": True})
     )
     assert owned["metadata"]["ownerReferences"][0]["uid"] == UID
 
 
 def test_pvc_fields_follow_the_spec_with_read_write_many_by_default() -> None:
-    pvc = d.desired_pvc(context())
+    pvc = desired_pvc(context())
     assert pvc["metadata"]["name"] == "imageregistry-registry-pvc"
     assert pvc["metadata"]["annotations"] == {c.ANNOTATION_IMAGE_REGISTRY: "registry.team"}
     assert pvc["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}
-    seeded = d.desired_pvc(
+    seeded = desired_pvc(
         context(
             persistentVolumeClaim={
                 "storageClassName": "standard",
@@ -227,33 +250,33 @@ def test_pvc_fields_follow_the_spec_with_read_write_many_by_default() -> None:
 
 
 def test_registry_config_uses_token_auth_against_the_registrys_docker_auth() -> None:
-    config = yaml.safe_load(d.render_registry_config(context()))
+    config = yaml.safe_load(render_registry_config(context()))
     assert config["http"]["addr"] == ":5000"
-    assert config["http"]["tls"] == {"certificate": f"{d.TLS_DIR}/tls.crt", "key": f"{d.TLS_DIR}/tls.key"}
+    assert config["http"]["tls"] == {"certificate": f"{TLS_DIR}/tls.crt", "key": f"{TLS_DIR}/tls.key"}
     assert "secret" not in config["http"]  # comes from REGISTRY_HTTP_SECRET (a Secret), not the ConfigMap
     assert config["http"]["host"] == "https://registry.team.svc.cluster.local"
     assert config["auth"]["token"] == {
         "realm": "https://registry.team.svc.cluster.local:5001/auth",
         "service": "Docker Registry registry.team.svc.cluster.local",
         "issuer": "Docker Registry Auth registry.team.svc.cluster.local",
-        "rootcertbundle": f"{d.TOKEN_DIR}/tls.crt",
+        "rootcertbundle": f"{TOKEN_DIR}/tls.crt",
     }
     assert config["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry"
 
 
 def test_auth_config_serves_tls_signs_with_the_token_key_and_asks_the_sidecar() -> None:
-    config = yaml.safe_load(d.render_auth_config(context()))
+    config = yaml.safe_load(render_auth_config(context()))
     assert config["server"] == {
         "addr": ":5001",
-        "certificate": f"{d.TLS_DIR}/tls.crt",
-        "key": f"{d.TLS_DIR}/tls.key",
+        "certificate": f"{TLS_DIR}/tls.crt",
+        "key": f"{TLS_DIR}/tls.key",
     }
     assert config["token"]["issuer"] == "Docker Registry Auth registry.team.svc.cluster.local"
-    assert config["token"]["certificate"] == f"{d.TOKEN_DIR}/tls.crt"
-    assert config["token"]["key"] == f"{d.TOKEN_DIR}/tls.key"
+    assert config["token"]["certificate"] == f"{TOKEN_DIR}/tls.crt"
+    assert config["token"]["key"] == f"{TOKEN_DIR}/tls.key"
     assert config["ext_auth"] == {
         "command": "/bin/sh",
-        "args": [f"{d.AUTH_CONFIG_DIR}/{d.SHIM_FILE}", "http://127.0.0.1:5002/authn"],
+        "args": [f"{AUTH_CONFIG_DIR}/{SHIM_FILE}", "http://127.0.0.1:5002/authn"],
     }
 
 
@@ -281,7 +304,7 @@ def acl_actions(acl: list[dict[str, Any]], account: str, labels: Mapping[str, li
 
 def test_default_acl_denies_anonymous_and_grants_by_label() -> None:
     """Regression (B2): the original's ACL matched everyone and granted push."""
-    acl = yaml.safe_load(d.render_auth_config(context()))["acl"]
+    acl = yaml.safe_load(render_auth_config(context()))["acl"]
     assert acl[0] == {"match": {"account": ""}, "actions": [], "comment": "anonymous users get nothing"}
     assert acl_actions(acl, "", {}) == []
     # A wrong password never gets labels (the sidecar denies), so such a caller is anonymous at best.
@@ -296,24 +319,24 @@ def test_default_acl_denies_anonymous_and_grants_by_label() -> None:
 
 def test_custom_acl_replaces_the_default() -> None:
     acl = [{"match": {"account": "/.+/", "name": "${labels:namespace}/*"}, "actions": ["push", "pull"]}]
-    rendered = yaml.safe_load(d.render_auth_config(context(auth={"acl": acl})))["acl"]
+    rendered = yaml.safe_load(render_auth_config(context(auth={"acl": acl})))["acl"]
     assert rendered == acl
 
 
 def test_empty_custom_acl_denies_everyone() -> None:
-    rendered = yaml.safe_load(d.render_auth_config(context(auth={"acl": []})))["acl"]
+    rendered = yaml.safe_load(render_auth_config(context(auth={"acl": []})))["acl"]
     assert [rule["actions"] for rule in rendered] == [[]]
     assert acl_actions(rendered, "anyone", {"origin": ["cr"], "accessMode": ["push"]}) == []
 
 
 def test_an_acl_docker_auth_would_reject_raises() -> None:
     with pytest.raises(dockerauth.AclError, match="unknown placeholder"):
-        d.render_auth_config(context(auth={"acl": [{"match": {"name": "${nope}"}, "actions": ["pull"]}]}))
+        render_auth_config(context(auth={"acl": [{"match": {"name": "${nope}"}, "actions": ["pull"]}]}))
 
 
 def test_config_map_holds_both_configs_and_the_shim() -> None:
     ctx = context()
-    config_map = d.desired_config_map(ctx, "registry: yes", "auth: yes", "#!/bin/sh")
+    config_map = desired_config_map(ctx, "registry: yes", "auth: yes", "#!/bin/sh")
     assert config_map["metadata"]["name"] == "imageregistry-registry-auth-config"
     assert config_map["data"] == {
         "registry.yml": "registry: yes",
@@ -323,7 +346,7 @@ def test_config_map_holds_both_configs_and_the_shim() -> None:
 
 
 def test_generated_secret_is_base64_data_of_the_given_type() -> None:
-    secret = d.desired_generated_secret(context(), "s", {"tls.crt": b"PEM"}, "kubernetes.io/tls")
+    secret = desired_generated_secret(context(), "s", {"tls.crt": b"PEM"}, "kubernetes.io/tls")
     assert secret["type"] == "kubernetes.io/tls"
     assert secret["data"] == {"tls.crt": "UEVN"}
 
@@ -333,7 +356,7 @@ def test_generated_secret_is_base64_data_of_the_given_type() -> None:
 
 def test_certificate_requests_the_registry_names_from_the_issuer() -> None:
     ctx = context(tls={"issuerRef": {"name": "le", "kind": "ClusterIssuer"}})
-    certificate = d.desired_certificate(ctx, ["registry.team.svc.cluster.local", "registry.team.svc"])
+    certificate = desired_certificate(ctx, ["registry.team.svc.cluster.local", "registry.team.svc"])
     assert certificate["apiVersion"] == "cert-manager.io/v1"
     assert certificate["metadata"]["name"] == "imageregistry-registry-tls"
     assert certificate["spec"] == {
@@ -351,7 +374,7 @@ def test_certificate_requests_the_registry_names_from_the_issuer() -> None:
 def test_certificate_keeps_an_external_issuer_group_and_skips_an_overlong_common_name() -> None:
     ctx = context(tls={"issuerRef": {"name": "x", "kind": "AWSPCAIssuer", "group": "awspca.cert-manager.io"}})
     long_name = "a" * 60 + ".team.svc"
-    certificate = d.desired_certificate(ctx, [long_name])
+    certificate = desired_certificate(ctx, [long_name])
     assert certificate["spec"]["issuerRef"] == {
         "name": "x",
         "kind": "AWSPCAIssuer",
@@ -362,7 +385,7 @@ def test_certificate_keeps_an_external_issuer_group_and_skips_an_overlong_common
 
 def test_certificate_needs_an_issuer_ref() -> None:
     with pytest.raises(ValueError, match="issuerRef"):
-        d.desired_certificate(context(), ["x"])
+        desired_certificate(context(), ["x"])
 
 
 # --- StatefulSet -----------------------------------------------------------------------------------
@@ -427,7 +450,7 @@ def test_only_docker_auth_gets_the_token_signing_key() -> None:
     assert "token-cert" in _mounts(containers["registry"]) and "token-key" not in _mounts(
         containers["registry"]
     )
-    assert _mounts(containers["auth"])["token-key"] == d.TOKEN_DIR
+    assert _mounts(containers["auth"])["token-key"] == TOKEN_DIR
 
 
 def test_volumes_mount_the_tls_secret_config_and_claim() -> None:
@@ -449,7 +472,7 @@ def test_volumes_mount_the_tls_secret_config_and_claim() -> None:
     registry_mounts = _mounts(_containers(sts)["registry"])
     assert registry_mounts["images"] == "/var/lib/registry"
     assert registry_mounts["registry-config"] == "/etc/distribution"
-    assert registry_mounts["tls"] == d.TLS_DIR
+    assert registry_mounts["tls"] == TLS_DIR
 
 
 def test_only_the_authn_sidecar_gets_api_credentials() -> None:
@@ -458,7 +481,7 @@ def test_only_the_authn_sidecar_gets_api_credentials() -> None:
     assert pod["serviceAccountName"] == "imageregistry-registry"
     assert pod["automountServiceAccountToken"] is False
     containers = _containers(sts)
-    assert _mounts(containers["authn"]) == {"authn-api-token": d.SERVICE_ACCOUNT_DIR}
+    assert _mounts(containers["authn"]) == {"authn-api-token": SERVICE_ACCOUNT_DIR}
     assert all("authn-api-token" not in _mounts(containers[n]) for n in ("registry", "auth"))
     projected = {v["name"]: v for v in pod["volumes"]}["authn-api-token"]["projected"]["sources"]
     assert projected[0]["serviceAccountToken"]["path"] == "token"
@@ -514,7 +537,7 @@ def _sts(generation: int = 2, **status: int) -> dict[str, Any]:
     ],
 )  # fmt: skip
 def test_rollout_state(sts: dict[str, Any] | None, replicas: int, ready: bool, message: str) -> None:
-    assert d.rollout_state(sts, replicas) == d.Rollout(ready, message)
+    assert rollout_state(sts, replicas) == Rollout(ready, message)
 
 
 def test_authn_probe_runs_inside_the_container_and_detects_a_dead_sidecar() -> None:
@@ -525,7 +548,7 @@ def test_authn_probe_runs_inside_the_container_and_detects_a_dead_sidecar() -> N
     import threading
 
     from registry_operator.authn import AuthnHTTPServer
-    from registry_operator.controllers.imageregistry_desired import authn_probe
+    from registry_operator.controllers.imageregistry.workload import authn_probe
 
     server = AuthnHTTPServer(lambda _user: None, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

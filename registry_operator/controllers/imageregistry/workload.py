@@ -1,8 +1,7 @@
-"""Pure builders of everything an ImageRegistry consists of; no API access, no clock, no randomness.
-
-Each `desired_*()` returns the object as the operator server-side applies it: only the fields the
-operator owns. Defaults the API server adds, labels users add (e.g. on the PVC) and values other
-controllers allocate (a Service's clusterIP and nodePorts) are therefore left alone.
+"""The workload of a registry: the StatefulSet (pod layout below), its Service, the authn sidecar's
+ServiceAccount, Role and RoleBinding, and the storage claim. Pure `desired_*()` builders return only
+the fields the operator owns, so defaults the API server adds, labels users add (e.g. on the PVC)
+and values other controllers allocate (a Service's clusterIP and nodePorts) are left alone.
 
 Pod layout (ARCHITECTURE §2): one StatefulSet pod with three containers
 * `registry` (stock distribution v3): TLS on 5000, token auth; config from the ConfigMap, the serving
@@ -17,123 +16,43 @@ Pod layout (ARCHITECTURE §2): one StatefulSet pod with three containers
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Final
 
 from registry_operator import dockerauth
 from registry_operator.api import constants as c
 from registry_operator.api import names
-from registry_operator.api.imageregistry import ImageRegistrySpec
-from registry_operator.authn import AUTHN_PATH, DEFAULT_AUTHN_PORT, HEALTH_PATH
-from registry_operator.controllers.common import Object, secret_data
+from registry_operator.authn import DEFAULT_AUTHN_PORT, HEALTH_PATH
+from registry_operator.controllers.common import Object, controlled_by_uid
+from registry_operator.controllers.imageregistry.base import RegistryPart
+from registry_operator.controllers.imageregistry.context import (
+    AUTH_CONFIG_DIR,
+    AUTH_CONFIG_FILE,
+    CONFIG_KEY_AUTH,
+    CONFIG_KEY_REGISTRY,
+    CONFIG_KEY_SHIM,
+    CONTAINER_AUTH,
+    CONTAINER_AUTHN,
+    CONTAINER_REGISTRY,
+    HTTP_SECRET_KEY,
+    POD_UID,
+    PORT_NAME_AUTH,
+    PORT_NAME_REGISTRY,
+    REGISTRY_CONFIG_DIR,
+    REGISTRY_CONFIG_FILE,
+    SECRET_FILE_MODE,
+    SERVICE_ACCOUNT_DIR,
+    SHIM_FILE,
+    STORAGE_DIR,
+    TLS_DIR,
+    TOKEN_DIR,
+    RegistryContext,
+    child_metadata,
+)
+from registry_operator.controllers.resources import PERSISTENT_VOLUME_CLAIMS
 
-# --- paths inside the pod -------------------------------------------------------------------------
-REGISTRY_CONFIG_DIR: Final = "/etc/distribution"  # the stock image's default config location
-REGISTRY_CONFIG_FILE: Final = "config.yml"
-AUTH_CONFIG_DIR: Final = "/config"  # the stock docker_auth image's default config location
-AUTH_CONFIG_FILE: Final = "auth_config.yml"
-SHIM_FILE: Final = "ext_auth_shim.sh"
-TLS_DIR: Final = "/etc/registry-operator/tls"
-TOKEN_DIR: Final = "/etc/registry-operator/token"
-STORAGE_DIR: Final = dockerauth.DEFAULT_STORAGE_ROOT
-SERVICE_ACCOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-# --- ConfigMap / Secret keys ----------------------------------------------------------------------
-CONFIG_KEY_REGISTRY: Final = "registry.yml"
-CONFIG_KEY_AUTH: Final = AUTH_CONFIG_FILE
-CONFIG_KEY_SHIM: Final = SHIM_FILE
-HTTP_SECRET_KEY: Final = "http-secret"
-
-# --- container and port names ---------------------------------------------------------------------
-CONTAINER_REGISTRY: Final = "registry"
-CONTAINER_AUTH: Final = "auth"
-CONTAINER_AUTHN: Final = "authn"
-PORT_NAME_REGISTRY: Final = "https"
-PORT_NAME_AUTH: Final = "auth"
-AUTHN_URL: Final = f"http://127.0.0.1:{DEFAULT_AUTHN_PORT}{AUTHN_PATH}"
-
-# The operator image's numeric non-root user; the stock images run as any uid. fsGroup makes the
-# volume and the mounted Secret files (mode 0440) readable by that group.
-POD_UID: Final = 65532
-SECRET_FILE_MODE: Final = 0o440
 # A kubelet-managed ServiceAccount token's default lifetime (the client re-reads the file).
 TOKEN_EXPIRATION_SECONDS: Final = 3607
-
-# Certificates cert-manager issues for a registry (the original's values).
-CERT_MANAGER_DURATION: Final = "2160h"
-CERT_MANAGER_RENEW_BEFORE: Final = "480h"
-_MAX_COMMON_NAME: Final = 64
-
-
-@dataclass(frozen=True)
-class RegistryContext:
-    """Who a registry is: everything the builders need besides its spec."""
-
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    hostname: str
-    spec: ImageRegistrySpec
-
-    @property
-    def app_label(self) -> str:
-        return names.registry_app_label_value(self.name)
-
-    @property
-    def owner_reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": c.API_VERSION,
-            "kind": c.KIND_IMAGE_REGISTRY,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-    @property
-    def tls_secret_name(self) -> str:
-        tls = self.spec.tls
-        return names.registry_tls_secret_name(self.name, tls.secret_name, tls.issuer_ref is not None)
-
-    @property
-    def tls_mode(self) -> str:
-        """`issuer` (cert-manager), `secret` (user-provided) or `selfsigned` (operator root CA)."""
-        if self.spec.tls.issuer_ref is not None:
-            return TLS_MODE_ISSUER
-        if self.spec.tls.secret_name:
-            return TLS_MODE_SECRET
-        return TLS_MODE_SELF_SIGNED
-
-
-TLS_MODE_ISSUER: Final = "issuer"
-TLS_MODE_SECRET: Final = "secret"
-TLS_MODE_SELF_SIGNED: Final = "selfsigned"
-
-
-def child_labels(ctx: RegistryContext) -> dict[str, str]:
-    """Labels of every child: `app` (the original's) and managed-by, which scopes the operator's caches."""
-    return {c.LABEL_APP: ctx.app_label, c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE}
-
-
-def child_metadata(
-    ctx: RegistryContext, name: str, *, annotations: Mapping[str, str] | None = None, owned: bool = True
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": ctx.namespace, "labels": child_labels(ctx)}
-    if annotations:
-        metadata["annotations"] = dict(annotations)
-    if owned:
-        metadata["ownerReferences"] = [ctx.owner_reference]
-    return metadata
-
-
-def server_dns_names(name: str, namespace: str, dns_zone: str) -> list[str]:
-    """SANs of the serving certificate (the original's order; the first one is the CN)."""
-    dns = [f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}.svc"]
-    if dns_zone != c.DEFAULT_DNS_ZONE:
-        dns.insert(0, names.registry_hostname(name, namespace, dns_zone))
-    return dns
 
 
 # --- RBAC for the authn sidecar --------------------------------------------------------------------
@@ -238,102 +157,6 @@ def desired_pvc(ctx: RegistryContext) -> Object:
             },
             owned=claim.delete_claim,
         ),
-        "spec": spec,
-    }
-
-
-# --- configuration -----------------------------------------------------------------------------------
-
-
-def acl_of(spec: ImageRegistrySpec) -> list[dict[str, Any]] | None:
-    """`spec.auth.acl` in docker_auth's format; None selects the default ACL.
-
-    An empty list denies everyone, as the API documents (docker_auth itself would refuse an empty
-    ACL, so it is written as one deny-all rule).
-    """
-    if spec.auth is None or spec.auth.acl is None:
-        return None
-    if not spec.auth.acl:
-        return [{"match": {}, "actions": [], "comment": "spec.auth.acl is empty: deny everything"}]
-    return [entry.to_dict() for entry in spec.auth.acl]
-
-
-def render_registry_config(ctx: RegistryContext) -> str:
-    return dockerauth.render_registry_config(
-        tls_cert_path=f"{TLS_DIR}/tls.crt",
-        tls_key_path=f"{TLS_DIR}/tls.key",
-        realm=dockerauth.token_realm(ctx.hostname),
-        service=dockerauth.token_service(ctx.hostname),
-        issuer=dockerauth.token_issuer(ctx.hostname),
-        rootcertbundle=f"{TOKEN_DIR}/tls.crt",
-        addr=f":{c.REGISTRY_PORT}",
-        storage_root=STORAGE_DIR,
-        http_host=f"https://{ctx.hostname}",
-    )
-
-
-def render_auth_config(ctx: RegistryContext) -> str:
-    """docker_auth's config; raises dockerauth.AclError for an ACL docker_auth would not accept."""
-    return dockerauth.render_docker_auth_config(
-        token_issuer=dockerauth.token_issuer(ctx.hostname),
-        token_cert_path=f"{TOKEN_DIR}/tls.crt",
-        token_key_path=f"{TOKEN_DIR}/tls.key",
-        ext_auth_shim_path=f"{AUTH_CONFIG_DIR}/{SHIM_FILE}",
-        authn_url=AUTHN_URL,
-        server_addr=f":{c.AUTH_PORT}",
-        server_cert_path=f"{TLS_DIR}/tls.crt",
-        server_key_path=f"{TLS_DIR}/tls.key",
-        acl=acl_of(ctx.spec),
-    )
-
-
-def desired_config_map(ctx: RegistryContext, registry_config: str, auth_config: str, shim: str) -> Object:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": child_metadata(ctx, names.registry_auth_config_name(ctx.name)),
-        "data": {CONFIG_KEY_REGISTRY: registry_config, CONFIG_KEY_AUTH: auth_config, CONFIG_KEY_SHIM: shim},
-    }
-
-
-# --- secrets -----------------------------------------------------------------------------------------
-
-
-def desired_generated_secret(
-    ctx: RegistryContext, name: str, values: Mapping[str, str | bytes], secret_type: str
-) -> Object:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": child_metadata(ctx, name),
-        "type": secret_type,
-        "data": secret_data(values),
-    }
-
-
-def desired_certificate(ctx: RegistryContext, dns_names: Sequence[str]) -> Object:
-    """The cert-manager Certificate for `spec.tls.issuerRef` (90 days, renewed 20 days before)."""
-    issuer = ctx.spec.tls.issuer_ref
-    if issuer is None:
-        raise ValueError("desired_certificate needs spec.tls.issuerRef")
-    issuer_ref: dict[str, str] = {"name": issuer.name, "kind": issuer.kind}
-    if issuer.group:
-        issuer_ref["group"] = issuer.group
-    spec: dict[str, Any] = {
-        "secretName": ctx.tls_secret_name,
-        "dnsNames": list(dns_names),
-        "duration": CERT_MANAGER_DURATION,
-        "renewBefore": CERT_MANAGER_RENEW_BEFORE,
-        "issuerRef": issuer_ref,
-        "privateKey": {"algorithm": "RSA", "size": 2048, "rotationPolicy": "Always"},
-        "usages": ["server auth", "digital signature", "key encipherment"],
-    }
-    if dns_names and len(dns_names[0]) <= _MAX_COMMON_NAME:
-        spec["commonName"] = dns_names[0]
-    return {
-        "apiVersion": "cert-manager.io/v1",
-        "kind": "Certificate",
-        "metadata": child_metadata(ctx, names.registry_certificate_name(ctx.name)),
         "spec": spec,
     }
 
@@ -561,36 +384,17 @@ def desired_statefulset(
     }
 
 
-# --- readiness -----------------------------------------------------------------------------------------
+class Workload(RegistryPart):
+    """Writes the workload objects that need more than `ensure` (the others go through `_apply`)."""
 
-
-@dataclass(frozen=True)
-class Rollout:
-    """The Ready condition's view of the StatefulSet."""
-
-    ready: bool
-    message: str
-
-
-def rollout_state(statefulset: Mapping[str, Any] | None, desired_replicas: int) -> Rollout:
-    """Ready once the StatefulSet controller has seen the current spec and every desired pod is
-    updated and ready (and no surplus pod is left)."""
-    if statefulset is None:
-        return Rollout(False, f"0/{desired_replicas} pods updated: the StatefulSet does not exist yet")
-    generation = (statefulset.get("metadata") or {}).get("generation") or 0
-    status = statefulset.get("status") or {}
-    if (status.get("observedGeneration") or 0) < generation:
-        return Rollout(
-            False, f"0/{desired_replicas} pods updated: the StatefulSet change is not observed yet"
+    def ensure_pvc(self, ctx: RegistryContext) -> None:
+        desired = desired_pvc(ctx)
+        current = self._stores.pvcs.get_by_name(ctx.namespace, desired["metadata"]["name"])
+        stale_owner = (
+            current is not None
+            and not ctx.spec.persistent_volume_claim.delete_claim
+            and controlled_by_uid(current, ctx.uid)
         )
-    updated = int(status.get("updatedReplicas") or 0)
-    ready = int(status.get("readyReplicas") or 0)
-    current = int(status.get("replicas") or 0)
-    if updated >= desired_replicas and ready >= desired_replicas and current == desired_replicas:
-        return Rollout(True, f"{ready}/{desired_replicas} pods ready")
-    return Rollout(
-        False,
-        f"{min(updated, desired_replicas)}/{desired_replicas} pods updated, "
-        f"{min(ready, desired_replicas)}/{desired_replicas} ready"
-        + (f", {current - desired_replicas} surplus pods terminating" if current > desired_replicas else ""),
-    )
+        # `contains` cannot see a field that must go away: with deleteClaim turned off, apply once
+        # more so that server-side apply drops the owner reference the operator set before.
+        self._apply(PERSISTENT_VOLUME_CLAIMS, desired, None if stale_owner else current)

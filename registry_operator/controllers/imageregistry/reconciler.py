@@ -1,0 +1,330 @@
+"""The ImageRegistry reconciler: reads the registry, asks each part for its objects, rolls the
+StatefulSet only when every part succeeded, writes the status and schedules the next renewal; and
+`setup`, which wires its caches and watches into the manager (see the package docstring).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final, TypeVar
+
+import structlog
+from pydantic import ValidationError
+
+from registry_operator import dockerauth, pki
+from registry_operator.api import constants as c
+from registry_operator.api import names
+from registry_operator.api.imageregistry import ImageRegistry
+from registry_operator.config import Settings
+from registry_operator.controllers.common import Object, key_of, now_utc
+from registry_operator.controllers.imageregistry.base import (
+    PERSISTENT_ERROR_RECHECK,
+    RegistryPart,
+    RegistryStores,
+)
+from registry_operator.controllers.imageregistry.config import RegistryConfig
+from registry_operator.controllers.imageregistry.context import RegistryContext
+from registry_operator.controllers.imageregistry.keys import GeneratedSecrets
+from registry_operator.controllers.imageregistry.readiness import Readiness
+from registry_operator.controllers.imageregistry.tls import ServingTls, certs_of
+from registry_operator.controllers.imageregistry.workload import (
+    Workload,
+    desired_role,
+    desired_role_binding,
+    desired_service,
+    desired_service_account,
+    desired_statefulset,
+)
+from registry_operator.controllers.resources import (
+    CONFIGMAPS,
+    IMAGE_REGISTRIES,
+    PERSISTENT_VOLUME_CLAIMS,
+    ROLE_BINDINGS,
+    ROLES,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    STATEFULSETS,
+)
+from registry_operator.controllers.status import Problem, requeue_seconds
+from registry_operator.kube import objects
+from registry_operator.kube.client import ApiError, Client, Conflict
+from registry_operator.kube.controller import (
+    Controller,
+    GenerationChangedPredicate,
+    Request,
+    ResourceVersionChangedPredicate,
+    Result,
+    index_mapper,
+)
+from registry_operator.kube.events import EventRecorder
+from registry_operator.kube.informer import SharedInformer
+from registry_operator.kube.manager import Manager
+from registry_operator.kube.resources import Resource
+
+log = structlog.get_logger(__name__)
+
+CONTROLLER_NAME: Final = "imageregistry"
+EVENT_COMPONENT: Final = "imageregistry-controller"
+MAX_CONCURRENT_RECONCILES: Final = 2
+
+MANAGED_LABEL_SELECTOR: Final = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE}"
+# Registry indexes: the user/cert-manager TLS Secret a registry reads ("ns/name"), and whether it
+# uses the operator's root CA.
+TLS_SECRET_INDEX: Final = "imageregistry-tls-secret"
+ROOT_CA_INDEX: Final = "imageregistry-uses-root-ca"
+ROOT_CA_INDEX_VALUE: Final = "root-ca"
+# Past a renewal instant, so a timer that fires a little early does not just requeue again.
+RENEWAL_MARGIN: Final = timedelta(seconds=2)
+
+T = TypeVar("T")
+__all__ = ["PERSISTENT_ERROR_RECHECK", "ImageRegistryReconciler", "RegistryStores", "setup"]
+
+
+@dataclass
+class Outcome:
+    """What one reconcile found, for the status and the requeue."""
+
+    problems: list[Problem] = field(default_factory=list)
+    statefulset: Object | None = None
+    renewals: list[datetime] = field(default_factory=list)
+
+    def attempt(self, step: Callable[[], T]) -> T | None:
+        """Run `step`; a Problem is recorded (and None returned), anything else propagates."""
+        try:
+            return step()
+        except Problem as problem:
+            self.problems.append(problem)
+            return None
+
+
+def _tls_spec(registry: Mapping[str, Any]) -> Mapping[str, Any]:
+    tls: Mapping[str, Any] = (registry.get("spec") or {}).get("tls") or {}
+    return tls
+
+
+def index_tls_secret(registry: Object) -> list[str]:
+    """ "ns/name" of the Secret a registry reads but does not generate (user's or cert-manager's)."""
+    tls = _tls_spec(registry)
+    if not tls.get("issuerRef") and not tls.get("secretName"):
+        return []
+    secret = names.registry_tls_secret_name(
+        objects.name(registry), tls.get("secretName"), bool(tls.get("issuerRef"))
+    )
+    return [key_of(objects.namespace(registry), secret)]
+
+
+def index_uses_root_ca(registry: Object) -> list[str]:
+    tls = _tls_spec(registry)
+    return [] if tls.get("issuerRef") or tls.get("secretName") else [ROOT_CA_INDEX_VALUE]
+
+
+class ImageRegistryReconciler(RegistryPart):
+    def __init__(
+        self,
+        client: Client,
+        stores: RegistryStores,
+        settings: Settings,
+        *,
+        recorder: EventRecorder | None = None,
+        now: Callable[[], datetime] = now_utc,
+        server_key_size: int = pki.SERVER_KEY_SIZE,
+        token_key_size: int = pki.TOKEN_KEY_SIZE,
+    ) -> None:
+        super().__init__(client, stores, settings, recorder)
+        self._now = now
+        parts = (client, stores, settings, recorder)
+        self._generated = GeneratedSecrets(*parts, token_key_size=token_key_size)
+        self._tls = ServingTls(*parts, generated=self._generated, server_key_size=server_key_size)
+        self._config = RegistryConfig(*parts)
+        self._workload = Workload(*parts)
+        self._readiness = Readiness(*parts)
+
+    def reconcile(self, request: Request) -> Result | None:
+        obj = self._stores.registries.get_by_name(request.namespace, request.name)
+        if obj is None or objects.is_deleting(obj):
+            return None
+        hostname = names.registry_hostname(request.name, request.namespace, self._settings.dns_zone)
+        try:
+            registry = ImageRegistry.from_dict(obj)
+        except ValidationError as error:
+            problem = Problem(c.REASON_INVALID_SPEC, f"invalid spec: {_validation_summary(error)}")
+            replicas = (obj.get("spec") or {}).get("replicas")
+            self._report(
+                obj, hostname, None, Outcome(problems=[problem]), replicas if isinstance(replicas, int) else 1
+            )
+            return None
+        ctx = RegistryContext(
+            name=request.name,
+            namespace=request.namespace,
+            uid=objects.uid(obj),
+            generation=objects.generation(obj),
+            hostname=hostname,
+            spec=registry.spec,
+        )
+        now = self._now()
+        try:
+            outcome = self._sync(ctx, now)
+        except Conflict:
+            raise  # a stale cache: retry with fresh data; nothing to tell the user
+        except ApiError as error:
+            # Transient (5xx, timeouts, throttling): say so in the status, then retry with backoff.
+            failed = Outcome(problems=[Problem(c.REASON_FAILED_SYNC, f"API request failed: {error}")])
+            try:
+                self._report(obj, hostname, ctx.tls_secret_name, failed, ctx.spec.replicas)
+            except ApiError as status_error:
+                log.warning("writing the failure status failed", error=str(status_error))
+            raise
+        spec_changed = (obj.get("status") or {}).get("observedGeneration") != ctx.generation
+        if spec_changed and not outcome.problems and outcome.statefulset is not None:
+            # Only once the pods are told to use the new TLS source, and once per spec change.
+            outcome.attempt(lambda: self._tls.remove_unused(ctx))
+        self._report(obj, hostname, ctx.tls_secret_name, outcome, ctx.spec.replicas)
+        return self._requeue(outcome, now)
+
+    def _sync(self, ctx: RegistryContext, now: datetime) -> Outcome:
+        outcome = Outcome()
+        tls = outcome.attempt(lambda: self._tls.material(ctx, now))
+        token = outcome.attempt(lambda: self._generated.token_key(ctx, now))
+        http_secret = outcome.attempt(lambda: self._generated.http_secret(ctx))
+        configs = outcome.attempt(lambda: self._config.ensure(ctx))
+        for resource, desired, store in (
+            (SERVICE_ACCOUNTS, desired_service_account(ctx), self._stores.service_accounts),
+            (ROLES, desired_role(ctx), self._stores.roles),
+            (ROLE_BINDINGS, desired_role_binding(ctx), self._stores.role_bindings),
+            (SERVICES, desired_service(ctx), self._stores.services),
+        ):
+            outcome.attempt(functools.partial(self._ensure_cached, resource, desired, store))
+        outcome.attempt(lambda: self._workload.ensure_pvc(ctx))
+        for material in (tls, token):
+            if material is not None and material.renewal_at is not None:
+                outcome.renewals.append(material.renewal_at)
+
+        current_sts = self._stores.statefulsets.get_by_name(
+            ctx.namespace, names.registry_statefulset_name(ctx.name)
+        )
+        if outcome.problems or tls is None or token is None or http_secret is None or configs is None:
+            # Keep the pods on their last good configuration until the problem is fixed.
+            outcome.statefulset = current_sts
+            return outcome
+        config_hash = dockerauth.config_hash(
+            *configs,
+            tls.secret_name,
+            pki.certs_fingerprint(certs_of(tls.parsed)),
+            pki.certs_fingerprint(token.parsed.chain),
+            http_secret,
+        )
+        desired = desired_statefulset(
+            ctx,
+            image_registry=self._settings.image_registry,
+            image_auth=self._settings.image_auth,
+            image_operator=self._settings.image_operator,
+            tls_secret_name=tls.secret_name,
+            config_hash=config_hash,
+        )
+        outcome.statefulset = outcome.attempt(lambda: self._apply(STATEFULSETS, desired, current_sts))
+        if outcome.statefulset is None:
+            outcome.statefulset = current_sts
+        return outcome
+
+    def _requeue(self, outcome: Outcome, now: datetime) -> Result | None:
+        delays = [
+            max((when - now).total_seconds(), 0.0) + RENEWAL_MARGIN.total_seconds()
+            for when in outcome.renewals
+        ]
+        delays += requeue_seconds(outcome.problems)
+        return Result(requeue_after=min(delays)) if delays else None
+
+    def _report(
+        self, obj: Object, hostname: str, tls_secret_name: str | None, outcome: Outcome, replicas: int
+    ) -> None:
+        self._readiness.report(
+            obj,
+            hostname=hostname,
+            tls_secret_name=tls_secret_name,
+            problems=outcome.problems,
+            statefulset=outcome.statefulset,
+            replicas=replicas,
+            now=self._now(),
+        )
+
+
+def _validation_summary(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        location = ".".join(str(part) for part in item.get("loc", ()))
+        parts.append(f"{location}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _secret_key(secret: Object) -> str | None:
+    return key_of(objects.namespace(secret), objects.name(secret)) if objects.name(secret) else None
+
+
+def _root_ca_value(_secret: Object) -> str:
+    return ROOT_CA_INDEX_VALUE
+
+
+def setup(manager: Manager, settings: Settings) -> None:
+    namespace = settings.watch_namespace or None
+    informers = manager.informers
+    registries = informers.informer(
+        IMAGE_REGISTRIES,
+        namespace=namespace,
+        indexers={TLS_SECRET_INDEX: index_tls_secret, ROOT_CA_INDEX: index_uses_root_ca},
+    )
+
+    def owned(resource: Resource) -> SharedInformer:
+        return informers.informer(resource, namespace=namespace, label_selector=MANAGED_LABEL_SELECTOR)
+
+    children = {
+        resource: owned(resource)
+        for resource in (
+            STATEFULSETS,
+            SERVICES,
+            SECRETS,
+            CONFIGMAPS,
+            SERVICE_ACCOUNTS,
+            ROLES,
+            ROLE_BINDINGS,
+            PERSISTENT_VOLUME_CLAIMS,
+        )
+    }
+    all_secrets = informers.informer(SECRETS, namespace=namespace)
+    # Shared with the caroot controller (same key: same informer).
+    root_ca = informers.informer(
+        SECRETS,
+        namespace=settings.operator_namespace,
+        field_selector=f"metadata.name={c.ROOT_CA_SECRET_NAME}",
+    )
+    stores = RegistryStores(
+        registries=registries.store,
+        statefulsets=children[STATEFULSETS].store,
+        services=children[SERVICES].store,
+        managed_secrets=children[SECRETS].store,
+        all_secrets=all_secrets.store,
+        root_ca=root_ca.store,
+        config_maps=children[CONFIGMAPS].store,
+        service_accounts=children[SERVICE_ACCOUNTS].store,
+        roles=children[ROLES].store,
+        role_bindings=children[ROLE_BINDINGS].store,
+        pvcs=children[PERSISTENT_VOLUME_CLAIMS].store,
+    )
+    reconciler = ImageRegistryReconciler(
+        manager.client, stores, settings, recorder=manager.event_recorder(EVENT_COMPONENT)
+    )
+    changed = ResourceVersionChangedPredicate()
+    controller = Controller(CONTROLLER_NAME, reconciler, max_concurrent_reconciles=MAX_CONCURRENT_RECONCILES)
+    # Status writes (the operator's own, every reconcile that changes something) do not bump the
+    # generation: filtering them out keeps a reconcile from triggering the next one.
+    controller.watch_for(registries, GenerationChangedPredicate())
+    for informer in children.values():
+        controller.watch_owned(informer, IMAGE_REGISTRIES, changed)
+    controller.watch_mapped(
+        all_secrets, index_mapper(registries.store, TLS_SECRET_INDEX, _secret_key), changed
+    )
+    controller.watch_mapped(root_ca, index_mapper(registries.store, ROOT_CA_INDEX, _root_ca_value), changed)
+    manager.add_controller(controller)
