@@ -1,15 +1,15 @@
 """Small building blocks every reconciler uses: owner references, writing children without
-steady-state writes, status writes with optimistic locking, base64 secret data.
+steady-state writes, base64 secret data. (Status and conditions: status.py.)
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from registry_operator.kube import objects
 from registry_operator.kube.client import Client
 from registry_operator.kube.resources import Resource
 
@@ -33,32 +33,27 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def meta(obj: Mapping[str, Any]) -> dict[str, Any]:
-    metadata: dict[str, Any] = obj.get("metadata") or {}
-    return metadata
-
-
 def controller_ref(owner: Mapping[str, Any]) -> dict[str, Any]:
     """An ownerReference that makes `owner` the controller (garbage collection, owned watches)."""
     return {
         "apiVersion": owner["apiVersion"],
         "kind": owner["kind"],
-        "name": meta(owner)["name"],
-        "uid": meta(owner)["uid"],
+        "name": objects.metadata(owner)["name"],
+        "uid": objects.metadata(owner)["uid"],
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
 def is_controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    return controlled_by_uid(obj, meta(owner).get("uid"))
+    return controlled_by_uid(obj, objects.uid(owner))
 
 
 def controlled_by_uid(obj: Mapping[str, Any], owner_uid: str | None) -> bool:
     """Whether the object's controller ownerReference points at `owner_uid`."""
     return owner_uid is not None and any(
         ref.get("controller") and ref.get("uid") == owner_uid
-        for ref in meta(obj).get("ownerReferences") or []
+        for ref in objects.metadata(obj).get("ownerReferences") or []
     )
 
 
@@ -90,22 +85,6 @@ def ensure(client: Client, resource: Resource, desired: Object, current: Mapping
     if current is not None and contains(current, desired):
         return dict(current)
     return client.apply(resource, desired, field_manager=FIELD_MANAGER, force=True)
-
-
-def write_status(
-    client: Client, resource: Resource, obj: Mapping[str, Any], status: Mapping[str, Any]
-) -> Object:
-    """PUT `status` on `obj` unless it is already equal; return the object as the API now has it.
-
-    The body carries the object's resourceVersion, so a status computed from a stale cache fails
-    with Conflict instead of overwriting newer data; the returned object carries the new
-    resourceVersion for a second write in the same pass.
-    """
-    if (obj.get("status") or {}) == status:
-        return dict(obj)
-    body = copy.deepcopy(dict(obj))
-    body["status"] = dict(status)
-    return client.update_status(resource, body, field_manager=FIELD_MANAGER)
 
 
 def b64(data: str | bytes) -> str:

@@ -40,7 +40,6 @@ from registry_operator.controllers.common import (
     ensure,
     is_controlled_by,
     key_of,
-    meta,
     now_utc,
     secret_data,
 )
@@ -64,6 +63,7 @@ from registry_operator.controllers.status import (
     update_status,
 )
 from registry_operator.dockerconfig import DockerConfigError
+from registry_operator.kube import objects
 from registry_operator.kube.cache import OWNER_UID_INDEX, Store
 from registry_operator.kube.client import ApiError, Client, Conflict, Forbidden, PatchType
 from registry_operator.kube.controller import (
@@ -97,13 +97,13 @@ NAMESPACE_TERMINATING_CAUSE: Final = "NamespaceTerminating"
 
 def input_secret_keys(env: Object) -> list[str]:
     """Index function: the store keys of the env's input Secrets."""
-    namespace = meta(env).get("namespace") or ""
+    namespace = objects.namespace(env)
     refs = (env.get("spec") or {}).get("secrets") or []
     return [key_of(namespace, ref["secretName"]) for ref in refs if ref.get("secretName")]
 
 
 def secret_store_key(secret: Object) -> str | None:
-    metadata = meta(secret)
+    metadata = objects.metadata(secret)
     name, namespace = metadata.get("name"), metadata.get("namespace")
     return key_of(namespace, name) if name and namespace else None
 
@@ -115,7 +115,7 @@ def back_reference_removal_patch(secret: Mapping[str, Any], env_uid: str) -> lis
     patch fail (and the reconcile retry) instead of removing someone else's reference. Highest index
     first, so the lower indexes stay valid.
     """
-    refs = meta(secret).get("ownerReferences") or []
+    refs = objects.owner_references(secret)
     operations: list[dict[str, Any]] = []
     for index in reversed(range(len(refs))):
         ref = refs[index]
@@ -136,7 +136,7 @@ def namespace_terminating(error: ApiError) -> bool:
 def _spec_or_lifecycle_changed(old: Object, new: Object) -> bool:
     """Env updates worth a reconcile: spec, finalizers, deletion, and periodic resyncs (equal
     resourceVersions) as a safety net; not the controller's own status writes."""
-    old_meta, new_meta = meta(old), meta(new)
+    old_meta, new_meta = objects.metadata(old), objects.metadata(new)
     return (
         old_meta.get("resourceVersion") == new_meta.get("resourceVersion")
         or old_meta.get("generation") != new_meta.get("generation")
@@ -173,7 +173,7 @@ class ImageBuildEnvReconciler:
         if env is None:
             return None  # deleted: its own Secrets, Deployment and Service go with it (owner refs)
         env = self._migrate_from_original(env)
-        if meta(env).get("deletionTimestamp"):
+        if objects.is_deleting(env):
             return None
         problem: Problem | None = None
         try:
@@ -200,7 +200,7 @@ class ImageBuildEnvReconciler:
 
     def _sync(self, env: Object) -> ConditionValue:
         """Write the env's objects; the Ready condition when done, a Problem when not."""
-        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        namespace, name = objects.namespace(env), objects.name(env)
         spec = env.get("spec") or {}
         redis_ready: bool | None = None  # None: no redis wanted
         redis_data: dict[str, bytes] = {}
@@ -238,7 +238,7 @@ class ImageBuildEnvReconciler:
 
     # --- merged secret -----------------------------------------------------------------------
     def _ensure_config_secret(self, env: Object, data: Mapping[str, bytes]) -> None:
-        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        namespace, name = objects.namespace(env), objects.name(env)
         secret_name = build_env_secret_name(name)
         desired: Object = {
             "apiVersion": "v1",
@@ -262,7 +262,7 @@ class ImageBuildEnvReconciler:
             # Server-side apply keeps keys another field manager owns (e.g. the original operator,
             # which wrote with update); the merged secret's data is the operator's alone.
             body = {**applied, "data": desired["data"]}
-            body["metadata"] = {k: v for k, v in meta(applied).items() if k != "managedFields"}
+            body["metadata"] = {k: v for k, v in objects.metadata(applied).items() if k != "managedFields"}
             self._client.update(SECRETS, body, field_manager=FIELD_MANAGER)
         self._event(
             env,
@@ -274,7 +274,7 @@ class ImageBuildEnvReconciler:
     # --- redis -------------------------------------------------------------------------------
     def _ensure_redis(self, env: Object) -> tuple[str, bool]:
         """Apply the redis Secret, Deployment and Service; return (password, Deployment available)."""
-        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        namespace, name = objects.namespace(env), objects.name(env)
         secret_name = build_env_redis_secret_name(name)
         current_secret = self._secrets.get_by_name(namespace, secret_name, copy=False)
         # Keep the password: running builds hold it, and a new one would restart redis.
@@ -297,7 +297,7 @@ class ImageBuildEnvReconciler:
         return password, deployment_available(deployment)
 
     def _remove_redis(self, env: Object) -> None:
-        namespace, name = meta(env)["namespace"], meta(env)["name"]
+        namespace, name = objects.namespace(env), objects.name(env)
         redis_name = build_env_redis_name(name)
         owned: Sequence[tuple[Resource, Store, str]] = (
             (DEPLOYMENTS, self._deployments, redis_name),
@@ -308,16 +308,16 @@ class ImageBuildEnvReconciler:
             obj = store.get_by_name(namespace, object_name, copy=False)
             if obj is not None and is_controlled_by(obj, env):
                 # The uid precondition: never delete a same-named object created meanwhile.
-                self._client.delete(resource, object_name, namespace, uid=meta(obj)["uid"], missing_ok=True)
+                self._client.delete(resource, object_name, namespace, uid=objects.uid(obj), missing_ok=True)
 
     # --- migration from the original operator ------------------------------------------------
     def _migrate_from_original(self, env: Object) -> Object:
         """Remove the original's back-references from Secrets, then its finalizer; return the env."""
-        namespace, uid = meta(env)["namespace"], meta(env)["uid"]
+        namespace, uid = objects.namespace(env), objects.uid(env)
         for secret in self._secrets.by_index(OWNER_UID_INDEX, uid, copy=False):
             patch = back_reference_removal_patch(secret, uid)
             if patch:
-                secret_name = meta(secret)["name"]
+                secret_name = objects.name(secret)
                 self._client.patch(
                     SECRETS,
                     secret_name,
@@ -332,7 +332,7 @@ class ImageBuildEnvReconciler:
                     EVENT_BACK_REFERENCE_REMOVED,
                     f"removed the original operator's owner reference from secret {secret_name}",
                 )
-        finalizers = list(meta(env).get("finalizers") or [])
+        finalizers = list(objects.finalizers(env))
         if c.FINALIZER_INPUT_REFS not in finalizers:
             return env
         remaining = [finalizer for finalizer in finalizers if finalizer != c.FINALIZER_INPUT_REFS]
@@ -342,7 +342,7 @@ class ImageBuildEnvReconciler:
         ]
         updated: Object = self._client.patch(
             IMAGE_BUILD_ENVS,
-            meta(env)["name"],
+            objects.name(env),
             patch,
             namespace,
             patch_type=PatchType.JSON,

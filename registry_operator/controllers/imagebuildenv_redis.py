@@ -20,7 +20,8 @@ from typing import Any, Final
 
 from registry_operator.api import constants as c
 from registry_operator.api.names import build_env_redis_name, build_env_redis_secret_name
-from registry_operator.controllers.common import controller_ref, meta, secret_data
+from registry_operator.controllers.common import controller_ref, secret_data
+from registry_operator.kube import objects
 
 REDIS_CONTAINER: Final = "redis"
 REDIS_PORT_NAME: Final = "redis"
@@ -85,14 +86,14 @@ def pod_labels(env_name: str) -> dict[str, str]:
 def _metadata(env: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {
         "name": name,
-        "namespace": meta(env)["namespace"],
-        "labels": pod_labels(meta(env)["name"]),
+        "namespace": objects.namespace(env),
+        "labels": pod_labels(objects.name(env)),
         "ownerReferences": [controller_ref(env)],
     }
 
 
 def desired_redis_secret(env: Mapping[str, Any], password: str) -> dict[str, Any]:
-    name = build_env_redis_secret_name(meta(env)["name"])
+    name = build_env_redis_secret_name(objects.name(env))
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -113,7 +114,7 @@ def _tcp_probe(initial_delay: int, period: int) -> dict[str, Any]:
 
 
 def desired_redis_deployment(env: Mapping[str, Any], image: str, password: str) -> dict[str, Any]:
-    env_name = meta(env)["name"]
+    env_name = objects.name(env)
     name = build_env_redis_name(env_name)
     labels = pod_labels(env_name)
     container = {
@@ -179,7 +180,7 @@ def desired_redis_deployment(env: Mapping[str, Any], image: str, password: str) 
 
 
 def desired_redis_service(env: Mapping[str, Any]) -> dict[str, Any]:
-    env_name = meta(env)["name"]
+    env_name = objects.name(env)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -204,7 +205,7 @@ def deployment_available(deployment: Mapping[str, Any] | None) -> bool:
     if deployment is None:
         return False
     status = deployment.get("status") or {}
-    generation = meta(deployment).get("generation") or 0
+    generation = objects.generation(deployment)
     if (status.get("observedGeneration") or 0) < generation:
         return False
     replicas = (deployment.get("spec") or {}).get("replicas", 1)

@@ -24,10 +24,11 @@ from registry_operator.api import constants as c
 from registry_operator.api.duration import DurationError
 from registry_operator.api.imageregistryaccount import ImageRegistryAccountStatus
 from registry_operator.config import Settings
-from registry_operator.controllers.common import EventSink, Object, meta, now_utc
+from registry_operator.controllers.common import EventSink, Object, now_utc
 from registry_operator.controllers.imagesecret_desired import account_ttl, parse_time
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.controllers.status import ConditionValue, read_status, update_status
+from registry_operator.kube import objects
 from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client, Conflict, NotFound
 from registry_operator.kube.controller import Controller, Request, Result
@@ -60,7 +61,7 @@ class AccountExpiryReconciler:
 
     def reconcile(self, request: Request) -> Result | None:
         account = self.accounts.get_by_name(request.namespace, request.name)
-        if account is None or meta(account).get("deletionTimestamp"):
+        if account is None or objects.is_deleting(account):
             return None
         try:
             ttl = account_ttl(account)
@@ -76,7 +77,7 @@ class AccountExpiryReconciler:
                 ),
             )
             return None
-        created = parse_time(meta(account).get("creationTimestamp"))
+        created = parse_time(objects.creation_timestamp(account))
         if ttl is None or created is None:
             self._report(account, ConditionValue.true(c.REASON_AVAILABLE, "no spec.ttl: valid until deleted"))
             return None  # a static account
@@ -92,7 +93,7 @@ class AccountExpiryReconciler:
                 IMAGE_REGISTRY_ACCOUNTS,
                 request.name,
                 request.namespace,
-                uid=meta(account).get("uid"),
+                uid=objects.uid(account),
                 missing_ok=True,
             )
         except Conflict:

@@ -58,7 +58,6 @@ from registry_operator.controllers.common import (
     decode_secret_data,
     ensure,
     key_of,
-    meta,
     now_utc,
 )
 from registry_operator.controllers.imagesecret_desired import (
@@ -175,10 +174,10 @@ class ImageSecretReconciler:
         if cr is None:
             metrics.forget_credential_expiry(request.namespace, request.name, self.kind.kind)
             return None
-        if meta(cr).get("deletionTimestamp"):
+        if objects.is_deleting(cr):
             self._finalize(cr)
             return None
-        if c.FINALIZER_ACCOUNTS not in (meta(cr).get("finalizers") or []):
+        if c.FINALIZER_ACCOUNTS not in objects.finalizers(cr):
             cr = self._add_finalizer(cr)
         try:
             registry = self._resolve_registry(cr)
@@ -190,13 +189,13 @@ class ImageSecretReconciler:
     # --- deletion --------------------------------------------------------------------------------
     def _add_finalizer(self, cr: Object) -> Object:
         body = json_copy(cr)
-        body["metadata"]["finalizers"] = [*(meta(cr).get("finalizers") or []), c.FINALIZER_ACCOUNTS]
+        body["metadata"]["finalizers"] = [*objects.finalizers(cr), c.FINALIZER_ACCOUNTS]
         # The body's resourceVersion makes this conditional: a stale cache fails with Conflict.
         updated: Object = self.client.update(self.kind.resource, body, field_manager=FIELD_MANAGER)
         return updated
 
     def _finalize(self, cr: Object) -> None:
-        metadata = meta(cr)
+        metadata = objects.metadata(cr)
         if c.FINALIZER_ACCOUNTS in (metadata.get("finalizers") or []):
             self._revoke(cr, keep_namespace=None, why=f"{self.kind.kind} {metadata['name']} is being deleted")
             body = json_copy(cr)
@@ -214,7 +213,7 @@ class ImageSecretReconciler:
         account: bug B1), read from the API rather than the cache so that an account created a moment
         ago is not missed, and each hit checked again before it is deleted.
         """
-        metadata = meta(cr)
+        metadata = objects.metadata(cr)
         labels = account_owner_labels(self.kind, metadata["namespace"], metadata["name"])
         selector = account_owner_selector(self.kind, metadata["namespace"], metadata["name"])
         listed = self.client.list(
@@ -222,7 +221,7 @@ class ImageSecretReconciler:
         )
         deleted: list[str] = []
         for account in listed.get("items") or []:
-            account_meta = meta(account)
+            account_meta = objects.metadata(account)
             if account_meta.get("namespace") == keep_namespace or not has_owner_labels(account, labels):
                 continue
             try:
@@ -258,7 +257,7 @@ class ImageSecretReconciler:
         registry = self.registries.get_by_name(key.namespace, key.name, copy=False)
         if registry is None:
             raise Problem(c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} not found")
-        if meta(registry).get("deletionTimestamp"):
+        if objects.is_deleting(registry):
             raise Problem(c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} is being deleted")
         ready = objects.condition(registry, c.CONDITION_READY)
         if ready is None:
@@ -302,7 +301,7 @@ class ImageSecretReconciler:
 
     # --- credentials -----------------------------------------------------------------------------
     def _current_account(self, cr: Object, namespace: str, rotation: int) -> Object | None:
-        name = self.kind.account_name(meta(cr)["namespace"], meta(cr)["name"], rotation)
+        name = self.kind.account_name(objects.namespace(cr), objects.name(cr), rotation)
         account = self.accounts.get_by_name(namespace, name)
         if account is None:
             # Not in the cache: perhaps created a moment ago and its watch event is still on the
@@ -311,10 +310,10 @@ class ImageSecretReconciler:
                 account = self.client.get(IMAGE_REGISTRY_ACCOUNTS, name, namespace)
             except NotFound:
                 return None
-        return None if meta(account).get("deletionTimestamp") else account
+        return None if objects.is_deleting(account) else account
 
     def _current_secret(self, cr: Object, rotation: int) -> Object | None:
-        namespace, name = meta(cr)["namespace"], self.kind.secret_name(meta(cr)["name"])
+        namespace, name = objects.namespace(cr), self.kind.secret_name(objects.name(cr))
         secret = self.secrets.get_by_name(namespace, name)
         if rotation > 0 and (secret is None or secret_rotation(secret) != str(rotation)):
             # The cache may not have seen our last write of it yet (see _current_account).
@@ -339,16 +338,16 @@ class ImageSecretReconciler:
         previous_namespace = status.registry.namespace if status.registry else None
         if previous_namespace != registry.namespace:
             return f"the registry namespace changed from {previous_namespace} to {registry.namespace}"
-        requested = (meta(cr).get("annotations") or {}).get(c.ANNOTATION_ROTATE)
+        requested = objects.annotations(cr).get(c.ANNOTATION_ROTATE)
         if requested and requested != status.rotate_request:
             return f"rotation requested with annotation {c.ANNOTATION_ROTATE}"
-        account_name = self.kind.account_name(meta(cr)["namespace"], meta(cr)["name"], rotation)
+        account_name = self.kind.account_name(objects.namespace(cr), objects.name(cr), rotation)
         if account is None:
             return f"account {registry.namespace}/{account_name} no longer exists"
         due = rotation_due_time(account, self.settings)
         if due is None or self.now() >= due:
             return "the credentials reached half of their lifetime"
-        secret_name = self.kind.secret_name(meta(cr)["name"])
+        secret_name = self.kind.secret_name(objects.name(cr))
         if secret is None:
             return f"Secret {secret_name} is missing"
         if secret_rotation(secret) != str(rotation):
@@ -371,7 +370,7 @@ class ImageSecretReconciler:
         if reason is not None or account is None or secret is None:
             return self._rotate(cr, status, registry, account, secret, reason or "no usable credentials")
 
-        username = meta(account)["name"]
+        username = objects.name(account)
         password = decode_secret_data(secret)[c.SECRET_KEY_PASSWORD].decode(errors="replace")
         desired = desired_secret(self.kind, cr, registry, rotation, username, password)
         if not self._secret_is_current(secret, desired, cr):
@@ -379,7 +378,7 @@ class ImageSecretReconciler:
             # only safe when that password really is the account's.
             if not verify_account_password(account, password):
                 reason = (
-                    f"Secret {self.kind.secret_name(meta(cr)['name'])} holds a password the account rejects"
+                    f"Secret {self.kind.secret_name(objects.name(cr))} holds a password the account rejects"
                 )
                 return self._rotate(cr, status, registry, account, secret, reason)
             # Conditional on the Secret's resourceVersion: a stale copy must not overwrite newer content.
@@ -397,16 +396,16 @@ class ImageSecretReconciler:
     @staticmethod
     def _controlled_by_cr(obj: Mapping[str, Any], cr: Mapping[str, Any]) -> bool:
         return any(
-            ref.get("controller") and ref.get("uid") == meta(cr).get("uid")
-            for ref in meta(obj).get("ownerReferences") or []
+            ref.get("controller") and ref.get("uid") == objects.uid(cr)
+            for ref in objects.owner_references(obj)
         )
 
     def _foreign_controller_problem(self, cr: Object, secret: Object | None) -> str | None:
         """A message when the Secret's name is taken by an object another controller manages."""
-        for ref in meta(secret).get("ownerReferences") or [] if secret is not None else []:
-            if ref.get("controller") and ref.get("uid") != meta(cr).get("uid"):
+        for ref in objects.owner_references(secret) if secret is not None else []:
+            if ref.get("controller") and ref.get("uid") != objects.uid(cr):
                 return (
-                    f"Secret {self.kind.secret_name(meta(cr)['name'])} is managed by {ref.get('kind')} "
+                    f"Secret {self.kind.secret_name(objects.name(cr))} is managed by {ref.get('kind')} "
                     f"{ref.get('name')}, not by this {self.kind.kind}"
                 )
         return None
@@ -423,12 +422,12 @@ class ImageSecretReconciler:
                 # A Secret's type cannot change (the original wrote push secrets as
                 # kubernetes.io/dockerconfigjson): replace that very object.
                 self.client.delete(
-                    SECRETS, name, meta(current)["namespace"], uid=meta(current).get("uid"), missing_ok=True
+                    SECRETS, name, objects.namespace(current), uid=objects.uid(current), missing_ok=True
                 )
                 current = None
         if current is not None and precondition:
             desired = json_copy(desired)
-            desired["metadata"]["resourceVersion"] = meta(current)["resourceVersion"]
+            desired["metadata"]["resourceVersion"] = objects.resource_version(current)
         return ensure(self.client, SECRETS, desired, current)
 
     def _rotate(
@@ -440,7 +439,7 @@ class ImageSecretReconciler:
         secret: Object | None,
         reason: str,
     ) -> Result:
-        metadata = meta(cr)
+        metadata = objects.metadata(cr)
         problem = self._foreign_controller_problem(cr, secret)
         if problem is not None:
             # Checked before anything is written: no account is issued for a Secret we cannot write.
@@ -544,15 +543,15 @@ class ImageSecretReconciler:
         if expiry is not None:
             current.current_expiry_time = expiry
         message = (
-            f"Secret {self.kind.secret_name(meta(cr)['name'])} holds credentials #{rotation} "
+            f"Secret {self.kind.secret_name(objects.name(cr))} holds credentials #{rotation} "
             f"for {registry.hostname}"
         )
         ready = ConditionValue.true(c.REASON_AVAILABLE, message)
         update_status(self.client, self.kind.resource, cr, current, self.now(), ready)
         if current.current_expiry_time is not None:
             metrics.set_credential_expiry(
-                meta(cr)["namespace"],
-                meta(cr)["name"],
+                objects.namespace(cr),
+                objects.name(cr),
                 self.kind.kind,
                 current.current_expiry_time.timestamp(),
             )
@@ -570,7 +569,7 @@ class ImageSecretReconciler:
 def registry_mapper(crs: Store) -> RequestMapper:
     """ImageRegistry → the CRs resolving to it."""
     return index_mapper(
-        crs, CR_REGISTRY_INDEX, lambda registry: key_of(meta(registry)["namespace"], meta(registry)["name"])
+        crs, CR_REGISTRY_INDEX, lambda registry: key_of(objects.namespace(registry), objects.name(registry))
     )
 
 
@@ -578,10 +577,10 @@ def tls_secret_mapper(registries: Store, crs: Store) -> RequestMapper:
     """Secret → the CRs whose registry names it as its TLS secret (a CA change must reach them)."""
 
     def mapped(secret: Object) -> list[Request]:
-        secret_key = key_of(meta(secret).get("namespace") or "", meta(secret)["name"])
+        secret_key = key_of(objects.namespace(secret), objects.name(secret))
         requests: list[Request] = []
         for registry in registries.by_index(REGISTRY_TLS_SECRET_INDEX, secret_key, copy=False):
-            registry_key_value = key_of(meta(registry)["namespace"], meta(registry)["name"])
+            registry_key_value = key_of(objects.namespace(registry), objects.name(registry))
             requests.extend(
                 Request.from_object(cr)
                 for cr in crs.by_index(CR_REGISTRY_INDEX, registry_key_value, copy=False)

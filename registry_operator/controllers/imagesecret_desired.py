@@ -22,9 +22,10 @@ from registry_operator.api.names import (
     is_label_value,
 )
 from registry_operator.config import Settings
-from registry_operator.controllers.common import controller_ref, key_of, meta, secret_data
+from registry_operator.controllers.common import controller_ref, key_of, secret_data
 from registry_operator.controllers.resources import IMAGE_PULL_SECRETS, IMAGE_PUSH_SECRETS
 from registry_operator.dockerconfig import docker_config_for
+from registry_operator.kube import objects
 from registry_operator.kube.cache import IndexFunc
 from registry_operator.kube.resources import Resource
 
@@ -92,7 +93,7 @@ def account_owner_selector(kind: ImageSecretKind, cr_namespace: str, cr_name: st
 def has_owner_labels(account: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """Whether `account` carries every one of `labels` (checked again after a selector LIST: a
     cleanup must never delete an account it was not meant to, see bug B1)."""
-    actual = meta(account).get("labels") or {}
+    actual = objects.labels(account)
     return bool(labels) and all(actual.get(key) == value for key, value in labels.items())
 
 
@@ -103,13 +104,13 @@ def owner_index_value(cr_namespace: str, label_value_of_name: str) -> str:
 
 def cr_owner_index(obj: Object) -> list[str]:
     """CR index: the value its accounts' labels map to (see `account_owner_index_value`)."""
-    metadata = meta(obj)
+    metadata = objects.metadata(obj)
     return [owner_index_value(label_value(metadata["namespace"]), label_value(metadata["name"]))]
 
 
 def account_owner_index_value(kind: ImageSecretKind, account: Mapping[str, Any]) -> str | None:
     """The CR index value an account belongs to, from its labels; None for other accounts."""
-    labels = meta(account).get("labels") or {}
+    labels = objects.labels(account)
     name = labels.get(kind.account_label_key)
     namespace = labels.get(c.LABEL_SECRET_NAMESPACE)
     if not name or not namespace:
@@ -134,7 +135,7 @@ def registry_key(cr: Mapping[str, Any], settings: Settings) -> RegistryKey:
     ref = (cr.get("spec") or {}).get("registryRef")
     if not ref or not ref.get("name"):
         return RegistryKey(settings.default_registry_namespace, settings.default_registry_name)
-    return RegistryKey(ref.get("namespace") or meta(cr)["namespace"], ref["name"])
+    return RegistryKey(ref.get("namespace") or objects.namespace(cr), ref["name"])
 
 
 def registry_index(settings: Settings) -> IndexFunc:
@@ -149,7 +150,7 @@ def registry_index(settings: Settings) -> IndexFunc:
 def registry_tls_secret_index(registry: Object) -> list[str]:
     """ImageRegistry index: the `namespace/name` key of the TLS secret its status names."""
     secret_name = (registry.get("status") or {}).get("tlsSecretName")
-    return [key_of(meta(registry)["namespace"], secret_name)] if secret_name else []
+    return [key_of(objects.namespace(registry), secret_name)] if secret_name else []
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def account_ttl(account: Mapping[str, Any]) -> timedelta | None:
 
 def account_expiry(account: Mapping[str, Any]) -> datetime | None:
     """`creationTimestamp + spec.ttl`; None without a TTL or an unreadable one."""
-    created = parse_time(meta(account).get("creationTimestamp"))
+    created = parse_time(objects.creation_timestamp(account))
     try:
         ttl = account_ttl(account)
     except DurationError:
@@ -229,7 +230,7 @@ def rotation_due_time(account: Mapping[str, Any], settings: Settings) -> datetim
     The lifetime is the operator's TTL, or the account's own if that is shorter (an operator
     restarted with a shorter TTL then replaces older, longer-lived credentials in time).
     """
-    created = parse_time(meta(account).get("creationTimestamp"))
+    created = parse_time(objects.creation_timestamp(account))
     if created is None:
         return None
     lifetime = settings.secret_ttl
@@ -256,7 +257,7 @@ def desired_secret(
     """The generated Secret (ARCHITECTURE §1): push → Opaque with `config.json` and the same
     `.dockerconfigjson`; pull → kubernetes.io/dockerconfigjson; both with registry, ca.crt,
     username and password, annotated with the rotation the credentials belong to."""
-    metadata = meta(cr)
+    metadata = objects.metadata(cr)
     docker_config = docker_config_for(registry.hostname, username, password)
     values: dict[str, str | bytes] = {
         c.SECRET_KEY_REGISTRY: registry.hostname,
@@ -285,5 +286,5 @@ def secret_rotation(secret: Mapping[str, Any] | None) -> str | None:
     """The rotation annotation of a generated Secret (None when missing)."""
     if secret is None:
         return None
-    value = (meta(secret).get("annotations") or {}).get(c.ANNOTATION_ROTATION)
+    value = objects.annotations(secret).get(c.ANNOTATION_ROTATION)
     return value if isinstance(value, str) else None

@@ -21,7 +21,6 @@ from registry_operator.controllers.common import (
     Object,
     controlled_by_uid,
     decode_secret_data,
-    meta,
     secret_data,
 )
 from registry_operator.controllers.imageregistry.base import (
@@ -39,6 +38,7 @@ from registry_operator.controllers.imageregistry.context import (
 )
 from registry_operator.controllers.resources import SECRETS
 from registry_operator.controllers.status import Problem
+from registry_operator.kube import objects
 from registry_operator.kube.client import AlreadyExists, Client, NotFound
 from registry_operator.kube.controller import ReconcileError
 from registry_operator.kube.events import EventRecorder
@@ -165,7 +165,7 @@ class GeneratedSecrets(RegistryPart):
                 written = self._client.create(SECRETS, desired)
             elif current.get("type") != secret_type:
                 # The type is immutable: replace exactly the object that was looked at.
-                self._client.delete(SECRETS, name, ctx.namespace, uid=meta(current)["uid"])
+                self._client.delete(SECRETS, name, ctx.namespace, uid=objects.uid(current))
                 written = self._client.create(SECRETS, desired)
             else:
                 written = self._client.apply(SECRETS, desired, field_manager=FIELD_MANAGER, force=True)

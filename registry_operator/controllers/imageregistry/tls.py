@@ -17,7 +17,7 @@ from registry_operator import pki
 from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.config import Settings
-from registry_operator.controllers.common import Object, controlled_by_uid, meta
+from registry_operator.controllers.common import Object, controlled_by_uid
 from registry_operator.controllers.imageregistry.base import RegistryPart, RegistryStores
 from registry_operator.controllers.imageregistry.context import (
     TLS_MODE_ISSUER,
@@ -29,6 +29,7 @@ from registry_operator.controllers.imageregistry.context import (
 from registry_operator.controllers.imageregistry.keys import GeneratedSecrets, TlsMaterial
 from registry_operator.controllers.resources import CERTIFICATES, SECRETS
 from registry_operator.controllers.status import Problem
+from registry_operator.kube import objects
 from registry_operator.kube.client import Client, NotFound
 from registry_operator.kube.events import EventRecorder
 
@@ -158,14 +159,14 @@ class ServingTls(RegistryPart):
                 certificate = None
             if certificate is not None and controlled_by_uid(certificate, ctx.uid):
                 self._client.delete(
-                    CERTIFICATES, name, ctx.namespace, uid=meta(certificate)["uid"], missing_ok=True
+                    CERTIFICATES, name, ctx.namespace, uid=objects.uid(certificate), missing_ok=True
                 )
                 log.info("deleted the Certificate of the former TLS source", certificate=name)
         if ctx.tls_mode != TLS_MODE_SELF_SIGNED:
             name = names.registry_tls_secret_name(ctx.name, None, False)
             secret = self._stores.all_secrets.get_by_name(ctx.namespace, name)
             if secret is not None and name != ctx.tls_secret_name and controlled_by_uid(secret, ctx.uid):
-                self._client.delete(SECRETS, name, ctx.namespace, uid=meta(secret)["uid"], missing_ok=True)
+                self._client.delete(SECRETS, name, ctx.namespace, uid=objects.uid(secret), missing_ok=True)
                 log.info("deleted the self-signed TLS secret of the former TLS source", secret=name)
 
     def _self_signed_tls(self, ctx: RegistryContext, now: datetime) -> TlsMaterial:
