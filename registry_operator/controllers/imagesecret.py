@@ -25,11 +25,14 @@ Reconcile flow (reads come from the informer caches, writes go to the API):
 
 Exactly one rotation per trigger: a rotation first writes `status.rotation + 1` (with rotationDate,
 the registry, the handled rotate request) under the CR's resourceVersion precondition, and only
-then creates the account and writes the Secret. A pass that decided to rotate from a stale copy of
-the CR fails that write with Conflict and does nothing else; a pass with a fresh CR finds the new
-account and Secret (through the API if the cache lags) and does not rotate. Accounts are created,
-never updated, under a name no earlier pass used; if the name is taken (AlreadyExists) the pass
-fails and the next pass moves on to the next number.
+then creates the account and writes the Secret (conditional on the Secret's resourceVersion, so a
+racing writer such as a deposed leader makes it fail instead of being overwritten or rolling it
+back). A pass that decided to rotate from a stale copy of the CR fails that write with Conflict and
+does nothing else; a pass with a fresh CR finds the new account and Secret (through the API if the
+cache lags) and does not rotate. A rotation cut after its claim (no account yet, or an account but
+the Secret still on an older rotation) is finished by the next pass under the same number; an
+account name taken by an account that is not this CR's fails the pass, and the next pass moves on
+to the next number.
 
 Credentials never appear in a log line, an Event or a condition: messages name accounts and Secrets,
 and API errors are reduced to their status and reason (an API message may echo object content).
@@ -367,6 +370,9 @@ class ImageSecretReconciler:
         )
         secret = self._current_secret(cr, rotation)
         reason = self._rotation_reason(cr, status, registry, account, secret)
+        unfinished = self._unfinished_rotation(cr, status, account, secret) if same_namespace else None
+        if unfinished is not None:
+            return self._issue(cr, status, registry, account, secret, unfinished, verb="Completed")
         if reason is not None or account is None or secret is None:
             return self._rotate(cr, status, registry, account, secret, reason or "no usable credentials")
 
@@ -439,7 +445,6 @@ class ImageSecretReconciler:
         secret: Object | None,
         reason: str,
     ) -> Result:
-        metadata = objects.metadata(cr)
         problem = self._foreign_controller_problem(cr, secret)
         if problem is not None:
             # Checked before anything is written: no account is issued for a Secret we cannot write.
@@ -463,12 +468,8 @@ class ImageSecretReconciler:
                 why=f"the registry moved to namespace {registry.namespace}",
             )
             previous_account = None
-        password = generate_password()
-        password_hash = hash_password(password, self.settings.bcrypt_cost)
         now = self.now()
         rotation = status.rotation + 1
-        account_name = self.kind.account_name(metadata["namespace"], metadata["name"], rotation)
-
         started = status.model_copy(deep=True)
         started.rotation = rotation
         started.rotation_date = now
@@ -477,38 +478,65 @@ class ImageSecretReconciler:
         )
         started.current_expiry_time = now + self.settings.secret_ttl
         started.previous_expiry_time = account_expiry(previous_account) if previous_account else None
-        requested = (metadata.get("annotations") or {}).get(c.ANNOTATION_ROTATE)
+        requested = objects.annotations(cr).get(c.ANNOTATION_ROTATE)
         if requested:
             started.rotate_request = requested
         # 1. Claim the rotation number first, conditional on the CR's resourceVersion: a pass working
         #    from a stale CR stops here with Conflict, and a retry never reuses an account name.
         cr = write_status(self.client, self.kind.resource, cr, started.to_dict())
+        return self._issue(cr, started, registry, None, secret, reason, verb="Issued")
 
+    def _issue(
+        self,
+        cr: Object,
+        status: ImageSecretStatus,
+        registry: UsableRegistry,
+        account: Object | None,
+        secret: Object | None,
+        reason: str,
+        *,
+        verb: str,
+    ) -> Result:
+        """Give the claimed rotation `status.rotation` its account and Secret.
+
+        `account` is that rotation's account when an earlier pass created it but never wrote the
+        Secret: nobody holds its password, so it gets a new one (conditional on its resourceVersion).
+        """
+        metadata = objects.metadata(cr)
+        rotation = status.rotation
+        account_name = self.kind.account_name(metadata["namespace"], metadata["name"], rotation)
+        password = generate_password()
+        password_hash = hash_password(password, self.settings.bcrypt_cost)
+        desired = desired_account(
+            self.kind,
+            metadata["namespace"],
+            metadata["name"],
+            rotation,
+            registry.namespace,
+            password_hash,
+            self.settings.secret_ttl_text,
+        )
         what = f"account {registry.namespace}/{account_name}"
         try:
-            # 2. Create (never update) the account. AlreadyExists fails this pass; the next one sees
-            #    a Secret without credentials #rotation and moves on to the next number.
-            account: Object = self.client.create(
-                IMAGE_REGISTRY_ACCOUNTS,
-                desired_account(
-                    self.kind,
-                    metadata["namespace"],
-                    metadata["name"],
-                    rotation,
-                    registry.namespace,
-                    password_hash,
-                    self.settings.secret_ttl_text,
-                ),
-                field_manager=FIELD_MANAGER,
-            )
-            # 3. The Secret, unconditionally: this pass owns rotation #rotation (step 1 proved the
-            #    CR was current), so whatever the Secret holds now is older.
+            # 2. The account. A name taken by an account that is not this CR's fails this pass
+            #    (AlreadyExists); the next one sees no usable credentials and claims the next number.
+            if account is None:
+                issued: Object = self.client.create(
+                    IMAGE_REGISTRY_ACCOUNTS, desired, field_manager=FIELD_MANAGER
+                )
+            else:
+                body = json_copy(account)
+                body["spec"] = {**(account.get("spec") or {}), "password": password_hash}
+                issued = self.client.update(IMAGE_REGISTRY_ACCOUNTS, body, field_manager=FIELD_MANAGER)
+            # 3. The Secret, conditional on the version this pass read: this pass owns rotation
+            #    #rotation (step 1 proved the CR was current), but a write that raced it (a deposed
+            #    leader's) must make it fail rather than be overwritten or roll it back.
             what = f"Secret {self.kind.secret_name(metadata['name'])}"
             self._write_secret(
                 cr,
                 desired_secret(self.kind, cr, registry, rotation, account_name, password),
                 secret,
-                precondition=False,
+                precondition=True,
             )
         except (ApiError, ReconcileError) as error:
             detail = describe_api_error(error, what) if isinstance(error, ApiError) else str(error)
@@ -518,7 +546,7 @@ class ImageSecretReconciler:
             self.events.warning(cr, c.REASON_FAILED_SYNC, message)
             failed = ConditionValue.false(c.REASON_FAILED_SYNC, message)
             with contextlib.suppress(ApiError):
-                update_status(self.client, self.kind.resource, cr, started, self.now(), failed)
+                update_status(self.client, self.kind.resource, cr, status, self.now(), failed)
             raise ReconcileError(message) from error
 
         metrics.ROTATIONS.labels(kind=self.kind.kind).inc()
@@ -526,9 +554,32 @@ class ImageSecretReconciler:
         self.events.normal(
             cr,
             EVENT_ROTATED,
-            f"Issued credentials #{rotation} (account {registry.namespace}/{account_name}): {reason}",
+            f"{verb} credentials #{rotation} (account {registry.namespace}/{account_name}): {reason}",
         )
-        return self._finish(cr, started, registry, account)
+        return self._finish(cr, status, registry, issued)
+
+    def _unfinished_rotation(
+        self, cr: Object, status: ImageSecretStatus, account: Object | None, secret: Object | None
+    ) -> str | None:
+        """Why the claimed rotation `status.rotation` was never completed, or None.
+
+        A pass claims rotation N in the status, then creates account N, then writes the Secret. When
+        it was cut in between (a crash, a lost connection, a deposed leader), the Secret still holds
+        an older rotation (or none, with no account N yet): that rotation is finished, not repeated,
+        so one trigger never costs two accounts. A Secret deleted after it held N, or an account N
+        that is not this CR's, is a new reason to rotate instead (see `_rotation_reason`).
+        """
+        rotation = status.rotation
+        if rotation == 0:
+            return None
+        held = secret_rotation(secret)
+        older = held is not None and held.isdigit() and int(held) < rotation
+        if account is None and (secret is None or older):
+            return f"finishing rotation #{rotation}: its account was never created"
+        labels = account_owner_labels(self.kind, objects.namespace(cr), objects.name(cr))
+        if account is not None and older and has_owner_labels(account, labels):
+            return f"finishing rotation #{rotation}: its Secret was never written"
+        return None
 
     def _finish(
         self, cr: Object, status: ImageSecretStatus, registry: UsableRegistry, account: Object

@@ -677,6 +677,55 @@ def test_rotate_now_annotation_rotates_once_per_new_value(h: Harness, kind: Imag
     assert len(h.accounts()) == 3
 
 
+@pytest.mark.parametrize("kind", kinds())
+def test_a_rotation_cut_before_its_account_was_created_is_finished_not_repeated(
+    h: Harness, kind: ImageSecretKind
+) -> None:
+    h.add_cr(kind)
+    h.converge(kind)
+    cr = h.cr(kind)
+    cr["metadata"].setdefault("annotations", {})[c.ANNOTATION_ROTATE] = "now"
+    h.api.update(kind.resource, cr)
+    h.sync()
+    h.api.fail[("POST", IMAGE_REGISTRY_ACCOUNTS.plural)] = ApiError(503, "ServiceUnavailable", "cut")
+    with pytest.raises(ReconcileError):
+        h.reconcile(kind)
+    assert h.cr(kind)["status"]["rotation"] == 2  # claimed, but no account #2 yet
+
+    h.converge(kind)
+
+    assert h.cr(kind)["status"]["rotation"] == 2
+    assert h.accounts() == [f"{kind.mode}.{NS}.example.1", f"{kind.mode}.{NS}.example.2"]
+    secret = plain(h.secret(kind))
+    assert secret["username"] == f"{kind.mode}.{NS}.example.2"
+    assert h.ready(kind)["status"] == "True"
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_a_rotation_cut_before_its_secret_was_written_is_finished_with_the_same_account(
+    h: Harness, kind: ImageSecretKind
+) -> None:
+    h.add_cr(kind)
+    h.converge(kind)
+    cr = h.cr(kind)
+    cr["metadata"].setdefault("annotations", {})[c.ANNOTATION_ROTATE] = "now"
+    h.api.update(kind.resource, cr)
+    h.sync()
+    h.api.fail[("APPLY", SECRETS.plural)] = ApiError(503, "ServiceUnavailable", "cut")
+    with pytest.raises(ReconcileError):
+        h.reconcile(kind)
+    assert plain(h.secret(kind))["username"] == f"{kind.mode}.{NS}.example.1"  # account #2 exists
+
+    h.converge(kind)
+
+    assert h.cr(kind)["status"]["rotation"] == 2
+    assert h.accounts() == [f"{kind.mode}.{NS}.example.1", f"{kind.mode}.{NS}.example.2"]
+    secret = plain(h.secret(kind))
+    assert secret["username"] == f"{kind.mode}.{NS}.example.2"
+    account = h.api.obj(IMAGE_REGISTRY_ACCOUNTS, REGISTRY_NS, f"{kind.mode}.{NS}.example.2")
+    assert verify_password(secret["password"], account["spec"]["password"])
+
+
 def test_an_annotation_present_at_creation_is_handled_by_the_first_credential(h: Harness) -> None:
     h.add_cr(PUSH, annotations={c.ANNOTATION_ROTATE: "x"})
     h.converge(PUSH)
