@@ -35,6 +35,13 @@ ROTATION_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+NAMESPACE_REFUSALS = Counter(
+    "registry_operator_namespace_refusals_total",
+    "Push/pull secret CRs refused credentials because the registry's spec.auth.namespaces does not "
+    "admit their namespace (counted when a CR becomes refused)",
+    ["registry"],
+    registry=REGISTRY,
+)
 
 # Every kind's counters exist from the start, so rate() and absent() alerts work before the first event.
 for _kind in SECRET_KINDS:

@@ -125,6 +125,7 @@ REASON_INVALID_SECRET: Final = "InvalidSecret"  # an input or referenced secret 
 REASON_PENDING: Final = "Pending"  # waiting for something outside the operator (redis, cert-manager)
 REASON_EXPIRED: Final = "Expired"  # ImageRegistryAccount: its TTL has passed
 REASON_INVALID_SPEC: Final = "InvalidSpec"  # the spec passed the schema but cannot be acted on
+REASON_NAMESPACE_NOT_ALLOWED: Final = "NamespaceNotAllowed"  # the registry's spec.auth.namespaces says no
 
 ALL_REASONS: Final = (
     REASON_AVAILABLE,
@@ -138,4 +139,5 @@ ALL_REASONS: Final = (
     REASON_PENDING,
     REASON_EXPIRED,
     REASON_INVALID_SPEC,
+    REASON_NAMESPACE_NOT_ALLOWED,
 )

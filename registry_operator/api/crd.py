@@ -157,8 +157,8 @@ CRD_DEFINITIONS: Final = (
         short_names=("imgpush",),
         columns=_IMAGE_SECRET_COLUMNS,
         max_name_length=MAX_IMAGE_SECRET_NAME_LENGTH,
-        name_pattern=DNS1123_LABEL_PATTERN,
-        name_rule="a DNS-1123 label (lower case letters, digits and '-'; no dots)",
+        name_pattern=DNS1123_SUBDOMAIN_PATTERN,
+        name_rule="a DNS-1123 subdomain (lower case letters, digits, '-' and '.')",
     ),
     CrdDefinition(
         model=ImagePullSecret,
@@ -166,8 +166,8 @@ CRD_DEFINITIONS: Final = (
         short_names=("imgpull",),
         columns=_IMAGE_SECRET_COLUMNS,
         max_name_length=MAX_IMAGE_SECRET_NAME_LENGTH,
-        name_pattern=DNS1123_LABEL_PATTERN,
-        name_rule="a DNS-1123 label (lower case letters, digits and '-'; no dots)",
+        name_pattern=DNS1123_SUBDOMAIN_PATTERN,
+        name_rule="a DNS-1123 subdomain (lower case letters, digits, '-' and '.')",
     ),
     CrdDefinition(
         model=ImageBuildEnv,

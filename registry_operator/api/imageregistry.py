@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 from pydantic import ConfigDict, Field
 
 from registry_operator.api.base import ApiModel, Resource, is_empty
-from registry_operator.api.common import DNS1123Subdomain, Quantity, StatusBase
+from registry_operator.api.common import DNS1123Label, DNS1123Subdomain, Quantity, StatusBase
 from registry_operator.api.constants import API_VERSION, KIND_IMAGE_REGISTRY, PLURAL_IMAGE_REGISTRIES
 
 CERT_MANAGER_GROUP: Final = "cert-manager.io"
@@ -176,8 +176,40 @@ class AclEntry(ApiModel):
     """Free text, logged by docker_auth when the rule matches."""
 
 
+class LabelSelectorRequirement(ApiModel):
+    """One requirement of a label selector (metav1.LabelSelectorRequirement)."""
+
+    key: Annotated[str, Field(min_length=1, max_length=317)]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=64)
+
+
+class LabelSelector(ApiModel):
+    """A label selector (metav1.LabelSelector): every part must match."""
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=32)
+
+
+class NamespacesSpec(ApiModel):
+    """The namespaces whose ImagePushSecrets and ImagePullSecrets may get accounts of this registry:
+    those named, and those whose labels match the selector. The registry's own namespace always may."""
+
+    names: list[DNS1123Label] = Field(
+        default_factory=list, max_length=256, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Namespaces allowed by name."""
+    selector: LabelSelector | None = None
+    """Namespaces allowed by their labels (needs the cluster-wide operator, which may read them)."""
+
+
 class AuthSpec(ApiModel):
     """Authorisation of the registry's docker_auth."""
+
+    namespaces: NamespacesSpec | None = None
+    """Who may get credentials: when set, only secret CRs of these namespaces (and the registry's own)
+    get accounts; others become Ready=False with reason NamespaceNotAllowed and lose their accounts.
+    Unset: any namespace the operator watches."""
 
     acl: list[AclEntry] | None = Field(default=None, max_length=256)
     """docker_auth ACL replacing the default (push accounts push and pull, pull accounts pull,
@@ -221,6 +253,8 @@ class ImageRegistryStatus(StatusBase):
     """The registry's hostname, `<name>.<namespace>.<OPERATOR_DNS_ZONE>`."""
     tls_secret_name: Annotated[str, Field(max_length=253)] | None = None
     """The Secret holding the registry's serving certificate and `ca.crt`."""
+    allowed_namespaces: Annotated[str, Field(max_length=4096)] | None = None
+    """The namespaces whose push/pull secrets may get accounts, as `spec.auth.namespaces` says."""
 
 
 class ImageRegistry(Resource):

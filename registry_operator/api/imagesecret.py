@@ -42,6 +42,26 @@ class ImageSecretSpec(ApiModel):
     (OPERATOR_DEFAULT_REGISTRY_NAME in OPERATOR_DEFAULT_REGISTRY_NAMESPACE)."""
 
 
+# A ServiceAccount name (a DNS subdomain) or `*` for every ServiceAccount of the namespace.
+SERVICE_ACCOUNTS_ALL = "*"
+ServiceAccountSelector = Annotated[
+    str,
+    Field(max_length=253, pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$"),
+]
+
+
+class ImagePullSecretSpec(ImageSecretSpec):
+    """Desired state of an ImagePullSecret."""
+
+    service_accounts: list[ServiceAccountSelector] | None = Field(
+        default=None, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """ServiceAccounts of this namespace (names, or `*` for all, including ones created later) whose
+    `imagePullSecrets` get the generated Secret, so their pods pull without naming it. The operator
+    adds exactly one entry and removes exactly that entry when the list changes or this object is
+    deleted; every other entry stays as it is."""
+
+
 class RegistryStatusRef(ApiModel):
     """The registry the current credentials belong to."""
 
@@ -111,3 +131,4 @@ class ImagePullSecret(ImageSecret):
 
     api_version: Literal["registry.mgoltzsche.github.com/v1alpha1"] = API_VERSION
     kind: Literal["ImagePullSecret"] = KIND_IMAGE_PULL_SECRET
+    spec: ImagePullSecretSpec = Field(default_factory=ImagePullSecretSpec)

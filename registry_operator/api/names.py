@@ -8,6 +8,7 @@ the apiserver accepts never fails later at reconcile time because of its name.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final
 
@@ -49,6 +50,18 @@ def is_dns1123_subdomain(value: str) -> bool:
 
 def is_label_value(value: str) -> bool:
     return len(value) <= LABEL_VALUE_MAX_LENGTH and _LABEL_VALUE.match(value) is not None
+
+
+# Prefix of a label value that stands for a name too long (or otherwise unfit) to be one.
+HASHED_LABEL_PREFIX: Final = "sha256."
+
+
+def label_value(text: str) -> str:
+    """`text` if it is a valid label value, else a stable 63-character hash of it."""
+    if is_label_value(text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return (HASHED_LABEL_PREFIX + digest)[:LABEL_VALUE_MAX_LENGTH]
 
 
 # --- ImageRegistry --------------------------------------------------------------------------------
@@ -144,8 +157,9 @@ def account_label_key(mode: AccessMode) -> str:
 
 
 def account_metadata_labels(mode: AccessMode, cr_name: str, cr_namespace: str) -> dict[str, str]:
-    """Metadata labels of the accounts of one push/pull secret CR; also its exact cleanup selector."""
-    return {account_label_key(mode): cr_name, LABEL_SECRET_NAMESPACE: cr_namespace}
+    """Metadata labels of the accounts of one push/pull secret CR; also its exact cleanup selector.
+    A CR name longer than a label value (DNS subdomains may be) is hashed."""
+    return {account_label_key(mode): label_value(cr_name), LABEL_SECRET_NAMESPACE: label_value(cr_namespace)}
 
 
 def account_label_selector(mode: AccessMode, cr_name: str, cr_namespace: str) -> str:
@@ -177,8 +191,11 @@ def build_env_redis_secret_name(name: str) -> str:
 # ImageRegistry: the `app` label value `imageregistry-<name>` is the tightest limit (also a DNS-1035
 # label, since the Service is named after the registry).
 MAX_REGISTRY_NAME_LENGTH: Final = LABEL_VALUE_MAX_LENGTH - len(registry_app_label_value(""))
-# Push/pull secret CRs: the name is an account label value and a dot-free segment of the account name.
-MAX_IMAGE_SECRET_NAME_LENGTH: Final = LABEL_VALUE_MAX_LENGTH
+# Push/pull secret CRs: any DNS subdomain (dots too) short enough that the longest account name,
+# `<mode>.<63-char namespace>.<name>.<int64 rotation>`, is one as well; label values hash long names.
+MAX_IMAGE_SECRET_NAME_LENGTH: Final = DNS1123_SUBDOMAIN_MAX_LENGTH - len(
+    account_name(ACCESS_MODE_PUSH, "n" * DNS1123_LABEL_MAX_LENGTH, "", 2**63 - 1)
+)
 # ImageBuildEnv: the redis Service name `imagebuildenv-<name>-redis` is a DNS-1035 label.
 MAX_BUILD_ENV_NAME_LENGTH: Final = DNS1123_LABEL_MAX_LENGTH - len(build_env_redis_name(""))
 # ImageRegistryAccount: the name is the login user; Kubernetes' own DNS-subdomain limit is enough.

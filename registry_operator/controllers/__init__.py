@@ -22,6 +22,7 @@ CONTROLLERS: dict[str, str] = {
     "imageregistryaccount": "imageregistryaccount",
     "imagesecret": "imagesecret",  # ImagePushSecret and ImagePullSecret share one reconciler
     "imagebuildenv": "imagebuildenv",
+    "serviceaccounts": "serviceaccounts",  # ImagePullSecret.spec.serviceAccounts
 }
 
 

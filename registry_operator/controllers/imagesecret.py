@@ -54,6 +54,7 @@ from registry_operator.api.imagesecret import ImageSecretStatus, RegistryStatusR
 from registry_operator.api.names import registry_hostname
 from registry_operator.authn import verify_account_password
 from registry_operator.config import Settings
+from registry_operator.controllers import tenancy
 from registry_operator.controllers.common import (
     FIELD_MANAGER,
     EventSink,
@@ -81,7 +82,12 @@ from registry_operator.controllers.imagesecret_desired import (
     rotation_due_time,
     secret_rotation,
 )
-from registry_operator.controllers.resources import IMAGE_REGISTRIES, IMAGE_REGISTRY_ACCOUNTS, SECRETS
+from registry_operator.controllers.resources import (
+    IMAGE_REGISTRIES,
+    IMAGE_REGISTRY_ACCOUNTS,
+    NAMESPACES,
+    SECRETS,
+)
 from registry_operator.controllers.status import (
     ConditionValue,
     Problem,
@@ -105,6 +111,7 @@ from registry_operator.kube.controller import (
     ReconcileError,
     Request,
     RequestMapper,
+    ResourceVersionChangedPredicate,
     Result,
     index_mapper,
 )
@@ -159,6 +166,7 @@ class ImageSecretReconciler:
         secrets: Store,
         accounts: Store,
         events: EventSink,
+        namespaces: Store | None = None,
         now: Callable[[], datetime] = now_utc,
     ) -> None:
         self.kind = kind
@@ -169,6 +177,7 @@ class ImageSecretReconciler:
         self.secrets = secrets
         self.accounts = accounts
         self.events = events
+        self.namespaces = namespaces  # None: a namespaced operator, which cannot read Namespaces
         self.now = now
 
     # --- entry point -----------------------------------------------------------------------------
@@ -185,6 +194,9 @@ class ImageSecretReconciler:
         try:
             registry = self._resolve_registry(cr)
         except Problem as problem:
+            if problem.reason == c.REASON_NAMESPACE_NOT_ALLOWED:
+                # Credentials already issued must stop working too, not just the next rotation.
+                self._revoke(cr, keep_namespace=None, why=problem.message)
             self._report_problem(cr, ImageSecretStatus.model_validate(cr.get("status") or {}), problem)
             return None
         return self._sync(cr, registry)
@@ -272,6 +284,9 @@ class ImageSecretReconciler:
             if ready.get("message"):
                 detail += f": {ready['message']}"
             raise Problem(c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} is not Ready: {detail}")
+        namespace = objects.namespace(cr)
+        if not tenancy.admits(registry, namespace, self._namespace_labels(namespace)):
+            raise Problem(c.REASON_NAMESPACE_NOT_ALLOWED, tenancy.refusal_message(registry, namespace))
         status = registry.get("status") or {}
         tls_secret_name = status.get("tlsSecretName")
         if not tls_secret_name:
@@ -292,6 +307,12 @@ class ImageSecretReconciler:
             ca_cert=decode_secret_data(tls_secret).get(c.SECRET_KEY_CA_CERT, b""),
         )
 
+    def _namespace_labels(self, namespace: str) -> dict[str, str] | None:
+        if self.namespaces is None:
+            return None
+        found = self.namespaces.get_by_name("", namespace, copy=False)
+        return objects.labels(found) if found is not None else {}
+
     def _report_problem(self, cr: Object, status: ImageSecretStatus, problem: Problem) -> Object:
         """Ready=False with the problem; its Event once per change of the condition."""
         ready = problem.condition()
@@ -300,6 +321,9 @@ class ImageSecretReconciler:
         if changed and problem.event_type is not None:
             log.info("not ready", reason=problem.reason, why=problem.message)
             self.events.warning(cr, problem.reason, problem.message)
+            if problem.reason == c.REASON_NAMESPACE_NOT_ALLOWED:
+                key = registry_key(cr, self.settings)
+                metrics.NAMESPACE_REFUSALS.labels(registry=str(key)).inc()
         return written
 
     # --- credentials -----------------------------------------------------------------------------
@@ -641,6 +665,15 @@ def tls_secret_mapper(registries: Store, crs: Store) -> RequestMapper:
     return mapped
 
 
+def namespace_mapper(crs: Store) -> RequestMapper:
+    """Namespace → its CRs (a label change may admit or refuse them)."""
+
+    def mapped(namespace: Object) -> list[Request]:
+        return [Request.from_object(cr) for cr in crs.list(objects.name(namespace), copy=False)]
+
+    return mapped
+
+
 def account_mapper(kind: ImageSecretKind, crs: Store) -> RequestMapper:
     """ImageRegistryAccount → the CR of this kind its owner labels name (none for other accounts)."""
     return index_mapper(crs, CR_OWNER_INDEX, functools.partial(account_owner_index_value, kind))
@@ -654,6 +687,8 @@ def setup(manager: Manager, settings: Settings) -> None:
     )
     secrets = informers.informer(SECRETS, namespace=namespace)
     accounts = informers.informer(IMAGE_REGISTRY_ACCOUNTS, namespace=namespace)
+    # Namespace labels decide spec.auth.namespaces.selector; only a cluster-wide operator may read them.
+    namespaces = informers.informer(NAMESPACES) if namespace is None else None
     index_by_registry = registry_index(settings)
     for kind in KINDS:
         crs = informers.informer(
@@ -670,6 +705,7 @@ def setup(manager: Manager, settings: Settings) -> None:
             secrets=secrets.store,
             accounts=accounts.store,
             events=manager.event_recorder(kind.controller_name),
+            namespaces=namespaces.store if namespaces is not None else None,
         )
         controller = Controller(kind.controller_name, reconciler, max_concurrent_reconciles=WORKERS)
         controller.watch_for(crs)
@@ -677,4 +713,8 @@ def setup(manager: Manager, settings: Settings) -> None:
         controller.watch_mapped(accounts, account_mapper(kind, crs.store))
         controller.watch_mapped(registries, registry_mapper(crs.store))
         controller.watch_mapped(secrets, tls_secret_mapper(registries.store, crs.store))
+        if namespaces is not None:
+            controller.watch_mapped(
+                namespaces, namespace_mapper(crs.store), ResourceVersionChangedPredicate()
+            )
         manager.add_controller(controller)

@@ -6,7 +6,6 @@ Nothing here talks to the API or reads a clock; `imagesecret.py` does that.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,11 +14,11 @@ from typing import Any, Final
 from registry_operator.api import constants as c
 from registry_operator.api.duration import DurationError, parse_duration
 from registry_operator.api.names import (
-    LABEL_VALUE_MAX_LENGTH,
     account_label_key,
+    account_metadata_labels,
     account_name,
     image_secret_name,
-    is_label_value,
+    label_value,
 )
 from registry_operator.config import Settings
 from registry_operator.controllers.common import controller_ref, key_of, secret_data
@@ -33,7 +32,6 @@ Object = dict[str, Any]
 
 # Prefix of a hashed label value. A CR name is a DNS-1123 label and can never contain a dot, so a
 # hashed value can never equal a real name.
-HASHED_LABEL_PREFIX: Final = "sha256."
 
 
 @dataclass(frozen=True)
@@ -72,17 +70,9 @@ KINDS: Final = (PUSH, PULL)
 # --- labels tying accounts to their CR ------------------------------------------------------------
 
 
-def label_value(text: str) -> str:
-    """`text` if it is a valid label value, else a stable 63-character hash of it."""
-    if is_label_value(text):
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return (HASHED_LABEL_PREFIX + digest)[:LABEL_VALUE_MAX_LENGTH]
-
-
 def account_owner_labels(kind: ImageSecretKind, cr_namespace: str, cr_name: str) -> dict[str, str]:
     """Metadata labels on every account of one CR; exactly these select the CR's accounts."""
-    return {kind.account_label_key: label_value(cr_name), c.LABEL_SECRET_NAMESPACE: label_value(cr_namespace)}
+    return account_metadata_labels(kind.mode, cr_name, cr_namespace)
 
 
 def account_owner_selector(kind: ImageSecretKind, cr_namespace: str, cr_name: str) -> str:

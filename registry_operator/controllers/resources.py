@@ -6,6 +6,7 @@ from registry_operator.api import constants as c
 from registry_operator.kube.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
+    NAMESPACES,
     PERSISTENT_VOLUME_CLAIMS,
     PODS,
     SECRETS,
@@ -36,6 +37,7 @@ __all__ = [
     "IMAGE_PUSH_SECRETS",
     "IMAGE_REGISTRIES",
     "IMAGE_REGISTRY_ACCOUNTS",
+    "NAMESPACES",
     "PERSISTENT_VOLUME_CLAIMS",
     "PODS",
     "ROLES",

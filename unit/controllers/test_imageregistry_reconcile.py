@@ -529,6 +529,13 @@ def test_invalid_acl_is_an_invalid_spec_and_keeps_the_running_config(ready_harne
     assert not [call for call in ready_harness.api.writes() if call[1] == "StatefulSet"]
 
 
+def test_status_shows_which_namespaces_may_get_credentials(ready_harness: Harness) -> None:
+    assert ready_harness.status()["allowedNamespaces"] == "any namespace the operator watches"
+    ready_harness.edit_registry(lambda spec: spec.update(auth={"namespaces": {"names": ["team-a"]}}))
+    ready_harness.reconcile()
+    assert ready_harness.status()["allowedNamespaces"] == f"namespace {NAMESPACE} or namespaces team-a"
+
+
 def test_a_foreign_secret_with_a_generated_name_is_never_overwritten(
     harness: Harness, root_ca: pki.ParsedBundle
 ) -> None:

@@ -22,7 +22,7 @@ import pytest
 import structlog
 
 from registry_operator.api import constants as c
-from registry_operator.api.names import is_label_value
+from registry_operator.api.names import is_label_value, label_value
 from registry_operator.config import Settings, load_settings
 from registry_operator.controllers.imagesecret import (
     CR_OWNER_INDEX,
@@ -39,7 +39,6 @@ from registry_operator.controllers.imagesecret_desired import (
     ImageSecretKind,
     account_owner_labels,
     cr_owner_index,
-    label_value,
     registry_index,
     registry_tls_secret_index,
 )

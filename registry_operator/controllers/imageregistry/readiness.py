@@ -14,6 +14,7 @@ import structlog
 
 from registry_operator.api import constants as c
 from registry_operator.api.imageregistry import ImageRegistryStatus
+from registry_operator.controllers import tenancy
 from registry_operator.controllers.common import Object
 from registry_operator.controllers.imageregistry.base import RegistryPart
 from registry_operator.controllers.resources import IMAGE_REGISTRIES
@@ -94,6 +95,7 @@ class Readiness(RegistryPart):
         status = read_status(ImageRegistryStatus, obj)
         status.hostname = hostname
         status.tls_secret_name = tls_secret_name
+        status.allowed_namespaces = tenancy.describe(obj)
         update_status(self._client, IMAGE_REGISTRIES, obj, status, now, ready, synced)
         if not changed:
             return
