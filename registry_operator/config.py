@@ -67,6 +67,8 @@ ENV_DEFAULT_REGISTRY_NAMESPACE: Final = "OPERATOR_DEFAULT_REGISTRY_NAMESPACE"
 ENV_IMAGE_REGISTRY: Final = "OPERATOR_IMAGE_REGISTRY"
 ENV_IMAGE_AUTH: Final = "OPERATOR_IMAGE_AUTH"
 ENV_IMAGE_OPERATOR: Final = "OPERATOR_IMAGE_OPERATOR"
+ENV_IMAGE_AUTHN: Final = "OPERATOR_IMAGE_AUTHN"
+ENV_MAX_CONCURRENT_ROLLOUTS: Final = "OPERATOR_MAX_CONCURRENT_ROLLOUTS"
 ENV_IMAGE_REDIS: Final = "OPERATOR_IMAGE_REDIS"
 ENV_BCRYPT_COST: Final = "OPERATOR_BCRYPT_COST"
 ENV_METRICS_BIND_ADDRESS: Final = "OPERATOR_METRICS_BIND_ADDRESS"
@@ -88,6 +90,8 @@ DEFAULT_IMAGE_OPERATOR: Final = f"ghcr.io/registry-operator/registry-operator:{_
 DEFAULT_SECRET_TTL: Final = "24h"
 DEFAULT_REGISTRY_NAME: Final = "registry"
 DEFAULT_BCRYPT_COST: Final = 10
+# Registries whose pods the operator rolls at once for a change of its own (image upgrade, renewal).
+DEFAULT_MAX_CONCURRENT_ROLLOUTS: Final = 2
 DEFAULT_METRICS_BIND_ADDRESS: Final = ":8080"
 DEFAULT_HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"
 DEFAULT_LEADER_ELECTION_LEASE_NAME: Final = "image-registry-operator-lock"
@@ -126,8 +130,14 @@ class Settings:
     image_registry: str
     image_auth: str
     image_operator: str
+    image_authn: str
+    """The registry pods' authn sidecar; defaults to the operator image, pin it to upgrade the operator
+    without rolling every registry."""
     image_redis: str
     bcrypt_cost: int
+    max_concurrent_rollouts: int
+    """At most this many registries roll their pods at once for a change the operator makes by itself
+    (a new sidecar image, a renewed certificate); a change of a registry's own spec is never held."""
     metrics_bind_address: str | None
     """`host:port` of /metrics; None when disabled (the variable set to "0")."""
     health_probe_bind_address: str | None
@@ -186,6 +196,10 @@ def _parse_bcrypt_cost(text: str) -> int | None:
         return None
     cost = int(text)
     return cost if cost in BCRYPT_COST_RANGE else None
+
+
+def _parse_positive_int(text: str) -> int | None:
+    return int(text) if re.fullmatch(r"[1-9][0-9]{0,3}", text) else None
 
 
 def _parse_bool(text: str) -> bool | None:
@@ -249,6 +263,7 @@ def load_settings(
         raise _invalid(ENV_WATCH_NAMESPACE, watch_namespace, namespace_text + ", or empty for all namespaces")
     operator_namespace = _operator_namespace(env, namespace_file, watch_namespace)
     image_text = "a container image reference without spaces"
+    image_operator = _read(env, ENV_IMAGE_OPERATOR, DEFAULT_IMAGE_OPERATOR, _parse_image, image_text)
     return Settings(
         watch_namespace=watch_namespace,
         operator_namespace=operator_namespace,
@@ -280,7 +295,8 @@ def load_settings(
         ),
         image_registry=_read(env, ENV_IMAGE_REGISTRY, DEFAULT_IMAGE_REGISTRY, _parse_image, image_text),
         image_auth=_read(env, ENV_IMAGE_AUTH, DEFAULT_IMAGE_AUTH, _parse_image, image_text),
-        image_operator=_read(env, ENV_IMAGE_OPERATOR, DEFAULT_IMAGE_OPERATOR, _parse_image, image_text),
+        image_operator=image_operator,
+        image_authn=_read(env, ENV_IMAGE_AUTHN, image_operator, _parse_image, image_text),
         image_redis=_read(env, ENV_IMAGE_REDIS, DEFAULT_IMAGE_REDIS, _parse_image, image_text),
         bcrypt_cost=_read(
             env,
@@ -288,6 +304,13 @@ def load_settings(
             str(DEFAULT_BCRYPT_COST),
             _parse_bcrypt_cost,
             f"an integer from {BCRYPT_COST_RANGE.start} to {BCRYPT_COST_RANGE.stop - 1}",
+        ),
+        max_concurrent_rollouts=_read(
+            env,
+            ENV_MAX_CONCURRENT_ROLLOUTS,
+            str(DEFAULT_MAX_CONCURRENT_ROLLOUTS),
+            _parse_positive_int,
+            "an integer from 1 to 9999",
         ),
         metrics_bind_address=_read(
             env,

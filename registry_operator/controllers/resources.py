@@ -27,6 +27,7 @@ IMAGE_BUILD_ENVS = Resource(c.GROUP, c.VERSION, c.PLURAL_IMAGE_BUILD_ENVS, c.KIN
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 CERTIFICATES = Resource("cert-manager.io", "v1", "certificates", "Certificate")
+POD_DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 
 __all__ = [
     "CERTIFICATES",
@@ -40,6 +41,7 @@ __all__ = [
     "NAMESPACES",
     "PERSISTENT_VOLUME_CLAIMS",
     "PODS",
+    "POD_DISRUPTION_BUDGETS",
     "ROLES",
     "ROLE_BINDINGS",
     "SECRETS",

@@ -5,7 +5,7 @@ writes of children that turn errors retrying cannot fix into a `Problem`, and Ev
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
@@ -50,6 +50,7 @@ class RegistryStores:
     roles: Store
     role_bindings: Store
     pvcs: Store
+    pdbs: Store = field(default_factory=Store)
 
 
 def is_managed(obj: Mapping[str, Any]) -> bool:

@@ -74,6 +74,7 @@ class Readiness(RegistryPart):
         problems: Sequence[Problem],
         statefulset: Mapping[str, Any] | None,
         replicas: int,
+        deferred: str | None = None,
         now: datetime,
     ) -> None:
         if problems:
@@ -81,8 +82,12 @@ class Readiness(RegistryPart):
             ready = ConditionValue.false(problems[0].reason, message)
             synced = ConditionValue.false(problems[0].reason, message, c.CONDITION_SYNCED)
         else:
-            synced = ConditionValue.true(
-                c.REASON_SYNCED, "all objects of the registry are up to date", c.CONDITION_SYNCED
+            synced = (
+                ConditionValue.false(c.REASON_PENDING, deferred, c.CONDITION_SYNCED)
+                if deferred is not None
+                else ConditionValue.true(
+                    c.REASON_SYNCED, "all objects of the registry are up to date", c.CONDITION_SYNCED
+                )
             )
             rollout = rollout_state(statefulset, replicas)
             ready = (

@@ -29,6 +29,7 @@ from registry_operator.controllers.imageregistry.config import RegistryConfig
 from registry_operator.controllers.imageregistry.context import RegistryContext
 from registry_operator.controllers.imageregistry.keys import GeneratedSecrets
 from registry_operator.controllers.imageregistry.readiness import Readiness
+from registry_operator.controllers.imageregistry.rollout import DEFERRED_ROLLOUT_RECHECK_SECONDS, Rollouts
 from registry_operator.controllers.imageregistry.tls import ServingTls, certs_of
 from registry_operator.controllers.imageregistry.workload import (
     Workload,
@@ -42,6 +43,7 @@ from registry_operator.controllers.resources import (
     CONFIGMAPS,
     IMAGE_REGISTRIES,
     PERSISTENT_VOLUME_CLAIMS,
+    POD_DISRUPTION_BUDGETS,
     ROLE_BINDINGS,
     ROLES,
     SECRETS,
@@ -91,6 +93,7 @@ class Outcome:
     problems: list[Problem] = field(default_factory=list)
     statefulset: Object | None = None
     renewals: list[datetime] = field(default_factory=list)
+    deferred: str | None = None  # why the pods wait for other registries' rollouts
 
     def attempt(self, step: Callable[[], T]) -> T | None:
         """Run `step`; a Problem is recorded (and None returned), anything else propagates."""
@@ -142,6 +145,7 @@ class ImageRegistryReconciler(RegistryPart):
         self._config = RegistryConfig(*parts)
         self._workload = Workload(*parts)
         self._readiness = Readiness(*parts)
+        self._rollouts = Rollouts(*parts)
 
     def reconcile(self, request: Request) -> Result | None:
         obj = self._stores.registries.get_by_name(request.namespace, request.name)
@@ -166,8 +170,9 @@ class ImageRegistryReconciler(RegistryPart):
             spec=registry.spec,
         )
         now = self._now()
+        spec_changed = (obj.get("status") or {}).get("observedGeneration") != ctx.generation
         try:
-            outcome = self._sync(ctx, now)
+            outcome = self._sync(ctx, now, spec_changed=spec_changed)
         except Conflict:
             raise  # a stale cache: retry with fresh data; nothing to tell the user
         except ApiError as error:
@@ -178,14 +183,13 @@ class ImageRegistryReconciler(RegistryPart):
             except ApiError as status_error:
                 log.warning("writing the failure status failed", error=str(status_error))
             raise
-        spec_changed = (obj.get("status") or {}).get("observedGeneration") != ctx.generation
         if spec_changed and not outcome.problems and outcome.statefulset is not None:
             # Only once the pods are told to use the new TLS source, and once per spec change.
             outcome.attempt(lambda: self._tls.remove_unused(ctx))
         self._report(obj, hostname, ctx.tls_secret_name, outcome, ctx.spec.replicas)
         return self._requeue(outcome, now)
 
-    def _sync(self, ctx: RegistryContext, now: datetime) -> Outcome:
+    def _sync(self, ctx: RegistryContext, now: datetime, *, spec_changed: bool) -> Outcome:
         outcome = Outcome()
         tls = outcome.attempt(lambda: self._tls.material(ctx, now))
         token = outcome.attempt(lambda: self._generated.token_key(ctx, now))
@@ -199,6 +203,7 @@ class ImageRegistryReconciler(RegistryPart):
         ):
             outcome.attempt(functools.partial(self._ensure_cached, resource, desired, store))
         outcome.attempt(lambda: self._workload.ensure_pvc(ctx))
+        outcome.attempt(lambda: self._rollouts.ensure_pdb(ctx))
         for material in (tls, token):
             if material is not None and material.renewal_at is not None:
                 outcome.renewals.append(material.renewal_at)
@@ -221,11 +226,15 @@ class ImageRegistryReconciler(RegistryPart):
             ctx,
             image_registry=self._settings.image_registry,
             image_auth=self._settings.image_auth,
-            image_operator=self._settings.image_operator,
+            image_operator=self._settings.image_authn,
             tls_secret_name=tls.secret_name,
             config_hash=config_hash,
         )
-        outcome.statefulset = outcome.attempt(lambda: self._apply(STATEFULSETS, desired, current_sts))
+        rolled = outcome.attempt(
+            lambda: self._rollouts.roll(ctx, current_sts, desired, spec_changed=spec_changed)
+        )
+        if rolled is not None:
+            outcome.statefulset, outcome.deferred = rolled
         if outcome.statefulset is None:
             outcome.statefulset = current_sts
         return outcome
@@ -236,6 +245,8 @@ class ImageRegistryReconciler(RegistryPart):
             for when in outcome.renewals
         ]
         delays += requeue_seconds(outcome.problems)
+        if outcome.deferred is not None:
+            delays.append(DEFERRED_ROLLOUT_RECHECK_SECONDS)
         return Result(requeue_after=min(delays)) if delays else None
 
     def _report(
@@ -247,6 +258,7 @@ class ImageRegistryReconciler(RegistryPart):
             tls_secret_name=tls_secret_name,
             problems=outcome.problems,
             statefulset=outcome.statefulset,
+            deferred=outcome.deferred,
             replicas=replicas,
             now=self._now(),
         )
@@ -291,6 +303,7 @@ def setup(manager: Manager, settings: Settings) -> None:
             ROLES,
             ROLE_BINDINGS,
             PERSISTENT_VOLUME_CLAIMS,
+            POD_DISRUPTION_BUDGETS,
         )
     }
     all_secrets = informers.informer(SECRETS, namespace=namespace)
@@ -312,6 +325,7 @@ def setup(manager: Manager, settings: Settings) -> None:
         roles=children[ROLES].store,
         role_bindings=children[ROLE_BINDINGS].store,
         pvcs=children[PERSISTENT_VOLUME_CLAIMS].store,
+        pdbs=children[POD_DISRUPTION_BUDGETS].store,
     )
     reconciler = ImageRegistryReconciler(
         manager.client, stores, settings, recorder=manager.event_recorder(EVENT_COMPONENT)
