@@ -21,7 +21,8 @@ import pytest
 from e2e.kube.manager_process import PROBE_LABEL, RECONCILED_BY
 from e2e.kube.support import wait_for
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
 from registry_operator.kube.resources import CONFIGMAPS, LEASES
 
 REPO = Path(__file__).resolve().parents[2]

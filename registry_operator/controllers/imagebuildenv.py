@@ -62,7 +62,7 @@ from registry_operator.controllers.imagebuildenv_redis import (
 from registry_operator.controllers.resources import DEPLOYMENTS, IMAGE_BUILD_ENVS, SECRETS, SERVICES
 from registry_operator.dockerconfig import DockerConfigError
 from registry_operator.kube.cache import OWNER_UID_INDEX, Store
-from registry_operator.kube.client import ApiError, Client, Conflict, Forbidden, PatchType
+from registry_operator.kube.client import Client, PatchType
 from registry_operator.kube.controller import (
     Controller,
     FuncPredicate,
@@ -71,6 +71,7 @@ from registry_operator.kube.controller import (
     Result,
     index_mapper,
 )
+from registry_operator.kube.errors import ApiError, Conflict, Forbidden
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.manager import Manager
 from registry_operator.kube.resources import Resource

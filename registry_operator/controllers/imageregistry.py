@@ -100,17 +100,7 @@ from registry_operator.controllers.resources import (
     STATEFULSETS,
 )
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import (
-    AlreadyExists,
-    ApiError,
-    BadRequest,
-    Client,
-    Conflict,
-    Forbidden,
-    Invalid,
-    MethodNotAllowed,
-    NotFound,
-)
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import (
     Controller,
     GenerationChangedPredicate,
@@ -119,6 +109,16 @@ from registry_operator.kube.controller import (
     ResourceVersionChangedPredicate,
     Result,
     index_mapper,
+)
+from registry_operator.kube.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
 )
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.informer import SharedInformer

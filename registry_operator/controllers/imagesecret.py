@@ -83,15 +83,7 @@ from registry_operator.controllers.imagesecret_desired import (
 )
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, IMAGE_REGISTRY_ACCOUNTS, SECRETS
 from registry_operator.kube.cache import Object, Store, json_copy
-from registry_operator.kube.client import (
-    AlreadyExists,
-    ApiError,
-    Client,
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-)
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import (
     Controller,
     ReconcileError,
@@ -100,6 +92,7 @@ from registry_operator.kube.controller import (
     Result,
     index_mapper,
 )
+from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, Forbidden, Invalid, NotFound
 from registry_operator.kube.manager import Manager
 from registry_operator.passwords import generate_password, hash_password
 

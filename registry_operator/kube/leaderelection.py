@@ -32,8 +32,9 @@ from typing import Any, Protocol
 
 from registry_operator.kube import metrics
 from registry_operator.kube.cache import Object
-from registry_operator.kube.client import ApiError, Client, Conflict, NotFound
+from registry_operator.kube.client import Client
 from registry_operator.kube.clock import REAL_CLOCK, Clock
+from registry_operator.kube.errors import ApiError, Conflict, NotFound
 from registry_operator.kube.resources import LEASES
 
 log = logging.getLogger(__name__)

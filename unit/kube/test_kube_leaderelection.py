@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from registry_operator.kube import metrics
-from registry_operator.kube.client import AlreadyExists, Conflict, NotFound, ServerError, WatchEvent
 from registry_operator.kube.clock import FakeClock
+from registry_operator.kube.errors import AlreadyExists, Conflict, NotFound, ServerError
 from registry_operator.kube.leaderelection import (
     ElectionOutcome,
     LeaderElectionConfig,
@@ -23,6 +23,7 @@ from registry_operator.kube.leaderelection import (
     LeaderElector,
     default_identity,
 )
+from registry_operator.kube.watch import WatchEvent
 
 _leases = itertools.count()
 
