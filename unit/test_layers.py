@@ -80,3 +80,28 @@ def test_status_mechanism_is_the_only_condition_writer() -> None:
         if "set_condition" in path.read_text() and path.name != "status.py"
     ]
     assert not writers, f"these modules set conditions themselves instead of using status.py: {writers}"
+
+
+# Inside the framework, the client's layers point one way too (client-go: errors <- rest <- typed
+# clients): errors know no transport, the retry policy and the watch decoder know no client.
+CLIENT_LAYERS = {
+    "errors.py": set(),
+    "retry.py": {"registry_operator.kube.errors"},
+    "watch.py": {"registry_operator.kube.errors", "registry_operator.kube.resources"},
+    "rest.py": {
+        "registry_operator",
+        "registry_operator.kube",
+        "registry_operator.kube.clock",
+        "registry_operator.kube.errors",
+        "registry_operator.kube.retry",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLIENT_LAYERS))
+def test_client_layers_import_only_what_is_below_them(name: str) -> None:
+    imports = own_imports(PACKAGE / "kube" / name)
+    extra = imports - CLIENT_LAYERS[name]
+    assert not extra, (
+        f"kube/{name} may import only {sorted(CLIENT_LAYERS[name])}, but imports {sorted(extra)}"
+    )

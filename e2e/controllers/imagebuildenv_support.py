@@ -15,7 +15,8 @@ import yaml
 from e2e.support.operator import OperatorProcess
 from registry_operator.controllers.resources import DEPLOYMENTS, IMAGE_BUILD_ENVS, SECRETS, SERVICES
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
 from registry_operator.kube.resources import Resource
 
 SEED_BUILD_ENV = Path(__file__).resolve().parents[1] / "testdata" / "seed" / "imagebuildenv.yaml"

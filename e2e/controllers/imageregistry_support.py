@@ -29,7 +29,8 @@ from registry_operator.controllers.resources import (
     STATEFULSETS,
 )
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
 from registry_operator.kube.resources import Resource
 
 SEED = Path(__file__).resolve().parents[1] / "testdata" / "seed" / "imageregistry.yaml"

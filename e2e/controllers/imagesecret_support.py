@@ -31,7 +31,8 @@ from registry_operator.controllers.imagesecret_desired import ImageSecretKind
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, IMAGE_REGISTRY_ACCOUNTS, SECRETS
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
 from registry_operator.passwords import hash_password
 
 Object = dict[str, Any]

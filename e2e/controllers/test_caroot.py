@@ -19,7 +19,8 @@ from registry_operator.api import constants as c
 from registry_operator.controllers.common import now_utc
 from registry_operator.controllers.resources import SECRETS
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
 from registry_operator.kube.resources import EVENTS
 
 

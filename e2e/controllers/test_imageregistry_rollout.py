@@ -18,7 +18,8 @@ from e2e.support.operator import OperatorProcess
 from registry_operator.controllers.imageregistry.rollout import is_rolling
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, POD_DISRUPTION_BUDGETS, STATEFULSETS
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
 
 REGISTRIES = [f"reg{i}" for i in range(5)]
 BOUND = 1  # the operator has 2 workers: without the bound, 2 registries roll at once (measured)

@@ -20,7 +20,7 @@ from registry_operator.api.names import MAX_IMAGE_SECRET_NAME_LENGTH, is_label_v
 from registry_operator.controllers.imagesecret_desired import PULL, PUSH, ImageSecretKind
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.kube.client import Invalid
+from registry_operator.kube.errors import Invalid
 from registry_operator.passwords import verify_password
 
 # Dotted (the original's example), a label's length, and the longest a push/pull CR may have.

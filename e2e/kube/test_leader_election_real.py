@@ -1,4 +1,5 @@
-"""Two manager processes on one Lease: one reconciles; after SIGKILL the other takes over quickly."""
+"""Two manager processes on one Lease: one reconciles; after SIGKILL, SIGTERM or the loss of the Lease
+the other takes over (at once after SIGTERM), and a deposed leader exits non-zero."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ import pytest
 from e2e.kube.manager_process import PROBE_LABEL, RECONCILED_BY
 from e2e.kube.support import wait_for
 from registry_operator.devenv.cluster import LocalCluster
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
+from registry_operator.kube.manager import ExitCode
 from registry_operator.kube.resources import CONFIGMAPS, LEASES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,3 +175,77 @@ def test_one_leader_reconciles_and_a_standby_takes_over_after_sigkill(
     finally:
         for manager in managers.values():
             manager.stop()
+
+
+SIGTERM_FAILOVER_BUDGET_SECONDS = 3.0
+
+
+def lease_holder(client: Client, namespace: str, lease: str) -> str:
+    try:
+        spec: dict[str, Any] = client.get(LEASES, lease, namespace)["spec"]
+    except NotFound:
+        return ""
+    return str(spec.get("holderIdentity") or "")
+
+
+@contextlib.contextmanager
+def leader_and_standby(
+    cluster: LocalCluster, client: Client, namespace: str, lease: str, logs: Path
+) -> Iterator[tuple[ManagerProcess, ManagerProcess]]:
+    """Two manager processes on `lease`, once one of them leads; both are killed at the end."""
+    managers = {name: ManagerProcess(cluster, namespace, lease, name, logs) for name in ("alpha", "beta")}
+    try:
+        for manager in managers.values():
+            manager.wait_event("serving", 60)
+        wait_for(lambda: lease_holder(client, namespace, lease) in managers, 30, "a lease holder")
+        leader = managers[lease_holder(client, namespace, lease)]
+        leader.wait_event("leading", 10)
+        yield leader, next(m for m in managers.values() if m is not leader)
+    finally:
+        for manager in managers.values():
+            manager.stop()
+
+
+def test_sigterm_of_the_leader_releases_the_lease_and_the_standby_takes_over_at_once(
+    cluster: LocalCluster, client: Client, namespace: str, tmp_path: Path
+) -> None:
+    lease = "e2e-sigterm-lease"
+    with leader_and_standby(cluster, client, namespace, lease, tmp_path) as (leader, standby):
+        leader.process.send_signal(signal.SIGTERM)
+        signalled_at = time.monotonic()
+        standby.wait_event("leading", 20)
+        failover = time.monotonic() - signalled_at
+        print(
+            f"\nfailover after SIGTERM: {standby.identity} leads {failover:.2f}s "
+            f"after {leader.identity} got the signal"
+        )
+        assert lease_holder(client, namespace, lease) == standby.identity
+        assert leader.process.wait(35) == 0
+        assert failover <= SIGTERM_FAILOVER_BUDGET_SECONDS
+
+
+def test_a_leader_that_loses_its_lease_exits_non_zero_at_once(
+    cluster: LocalCluster, client: Client, namespace: str, tmp_path: Path
+) -> None:
+    lease = "e2e-lost-lease"
+    with leader_and_standby(cluster, client, namespace, lease, tmp_path) as (leader, standby):
+        # Another party takes the Lease (as a successor would after a partition), for longer than
+        # the test, so the standby stays a follower.
+        current = client.get(LEASES, lease, namespace)
+        current["spec"] = {**current["spec"], "holderIdentity": "usurper", "leaseDurationSeconds": 3600}
+        client.update(LEASES, current)
+        taken_at = time.monotonic()
+        code = leader.process.wait(20)
+        exited_after = time.monotonic() - taken_at
+        print(
+            f"\nleadership lost: {leader.identity} exited with {code} {exited_after:.2f}s after the takeover"
+        )
+        assert code != 0
+        assert code == ExitCode.LEADERSHIP_LOST
+        assert leader.wait_event("exit", 5)["code"] == ExitCode.LEADERSHIP_LOST
+        # It noticed at its next renewal (every retry period, 2 s), not at the end of a lease.
+        assert exited_after < 2.0 + 3.0
+        assert standby.process.poll() is None, "the standby keeps running as a follower"
+        assert lease_holder(client, namespace, lease) == "usurper", (
+            "a deposed leader must not write the lease"
+        )

@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from registry_operator.kube.client import AlreadyExists, Client
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import AlreadyExists
 from registry_operator.kube.informer import ClientListerWatcher, EventHandlerFuncs, SharedInformer
 from registry_operator.kube.resources import CONFIGMAPS, NAMESPACES
 

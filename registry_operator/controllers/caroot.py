@@ -34,8 +34,9 @@ from registry_operator.config import Settings
 from registry_operator.controllers.common import Object, now_utc, secret_data
 from registry_operator.controllers.resources import SECRETS
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import AlreadyExists, Client
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import Controller, ReconcileError, Request, Result
+from registry_operator.kube.errors import AlreadyExists
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.manager import Manager
 

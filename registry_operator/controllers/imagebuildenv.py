@@ -65,7 +65,7 @@ from registry_operator.controllers.status import (
 from registry_operator.dockerconfig import DockerConfigError
 from registry_operator.kube import objects
 from registry_operator.kube.cache import OWNER_UID_INDEX, Store
-from registry_operator.kube.client import ApiError, Client, Conflict, Forbidden, PatchType
+from registry_operator.kube.client import Client, PatchType
 from registry_operator.kube.controller import (
     Controller,
     FuncPredicate,
@@ -74,6 +74,7 @@ from registry_operator.kube.controller import (
     Result,
     index_mapper,
 )
+from registry_operator.kube.errors import ApiError, Conflict, Forbidden
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.manager import Manager
 from registry_operator.kube.resources import Resource

@@ -30,8 +30,9 @@ from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.controllers.status import ConditionValue, read_status, update_status
 from registry_operator.kube import objects
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import Client, Conflict, NotFound
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import Controller, Request, Result
+from registry_operator.kube.errors import Conflict, NotFound
 from registry_operator.kube.manager import Manager
 
 log = structlog.get_logger(__name__)

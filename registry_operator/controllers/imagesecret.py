@@ -97,15 +97,7 @@ from registry_operator.controllers.status import (
 )
 from registry_operator.kube import objects
 from registry_operator.kube.cache import Object, Store, json_copy
-from registry_operator.kube.client import (
-    AlreadyExists,
-    ApiError,
-    Client,
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-)
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import (
     Controller,
     ReconcileError,
@@ -115,6 +107,7 @@ from registry_operator.kube.controller import (
     Result,
     index_mapper,
 )
+from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, Forbidden, Invalid, NotFound
 from registry_operator.kube.manager import Manager
 from registry_operator.passwords import generate_password, hash_password
 

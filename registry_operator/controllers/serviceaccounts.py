@@ -29,8 +29,9 @@ from registry_operator.controllers.common import FIELD_MANAGER, Object
 from registry_operator.controllers.resources import IMAGE_PULL_SECRETS, SERVICE_ACCOUNTS
 from registry_operator.kube import objects
 from registry_operator.kube.cache import Store, json_copy
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import Controller, Request, RequestMapper, Result
+from registry_operator.kube.errors import NotFound
 from registry_operator.kube.manager import Manager
 
 log = structlog.get_logger(__name__)

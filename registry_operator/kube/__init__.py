@@ -13,7 +13,9 @@ It knows nothing about registries. A reconciler is wired up like this::
     manager.add_controller(controller)
     sys.exit(manager.run())
 
-Modules: `client` (REST + typed errors), `resources` (descriptors), `informer` (reflector, shared
+Modules: `client` (the REST verbs), `rest` (sending one request: timeouts, deadlines, connect
+retries), `errors` (typed API errors), `retry` (conflict and connect retry policy), `watch` (watch
+streams), `objects` (typed accessors), `resources` (descriptors), `informer` (reflector, shared
 informers), `cache` (indexed store), `workqueue` (rate-limited queue), `controller`, `manager`,
 `leaderelection`, `events`, `metrics`, `clock` (injectable time).
 """

@@ -31,8 +31,8 @@ import structlog
 
 from registry_operator.kube import metrics
 from registry_operator.kube.cache import Object, Store, split_key
-from registry_operator.kube.client import ApiError, Conflict
 from registry_operator.kube.clock import REAL_CLOCK, Clock
+from registry_operator.kube.errors import ApiError, Conflict
 from registry_operator.kube.informer import EventHandlerFuncs
 from registry_operator.kube.resources import Resource
 from registry_operator.kube.workqueue import RateLimiter, WorkQueue

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Protocol
 
-from registry_operator.kube.client import ApiError, NotFound
 from registry_operator.kube.clock import REAL_CLOCK, Clock
+from registry_operator.kube.errors import ApiError, NotFound
 from registry_operator.kube.resources import EVENTS, Resource
 
 log = logging.getLogger(__name__)

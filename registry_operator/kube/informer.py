@@ -29,19 +29,20 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from registry_operator.kube import objects
 from registry_operator.kube.cache import IndexFunc, Object, Store, object_key
-from registry_operator.kube.client import (
+from registry_operator.kube.client import Client
+from registry_operator.kube.clock import REAL_CLOCK, Clock
+from registry_operator.kube.errors import (
     ApiError,
-    Client,
     ConnectionFailed,
     Gone,
     ServerError,
     TooManyRequests,
-    WatchEvent,
     is_too_large_resource_version,
 )
-from registry_operator.kube.clock import REAL_CLOCK, Clock
 from registry_operator.kube.resources import Resource
+from registry_operator.kube.watch import WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ class Reflector:
             self._rv_unavailable = True
             result = self._lw.list("", self._page_size)
         self._rv_unavailable = False
-        list_rv = str((result.get("metadata") or {}).get("resourceVersion") or "")
+        list_rv = objects.resource_version(result)
         self._sink.replace(list(result.get("items") or []), list_rv)
         self._last_sync_rv = list_rv
         self.stats.lists += 1
@@ -318,7 +319,7 @@ class Reflector:
 
     def _handle(self, event: WatchEvent) -> None:
         obj = event.object
-        resource_version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        resource_version = objects.resource_version(obj)
         if event.type == "BOOKMARK":
             self.stats.bookmarks += 1
         elif event.type in ("ADDED", "MODIFIED", "DELETED"):
@@ -443,8 +444,7 @@ class SharedInformer:
             registration = HandlerRegistration(self, handler)
             self._handlers.append(registration)
             if self._synced.is_set():
-                objects = self.store.list(copy=False)
-                for obj in objects:
+                for obj in self.store.list(copy=False):
                     registration._push(("add", obj, True))
                 registration._push_synced_marker()
             return registration
@@ -498,10 +498,10 @@ class SharedInformer:
     def resync(self) -> int:
         """Replay every cached object to the handlers as an update (no API call); returns the count."""
         with self._lock:
-            objects = self.store.list(copy=False)
-            for obj in objects:
+            cached = self.store.list(copy=False)
+            for obj in cached:
                 self._notify(("update", obj, obj))
-            return len(objects)
+            return len(cached)
 
     def _resync_loop(self) -> None:
         assert self._resync_period is not None

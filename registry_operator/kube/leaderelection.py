@@ -8,8 +8,15 @@
 - A follower also watches the Lease between its polls, so it sees renewals (and releases) as they
   happen: its observed time is then close to the holder's write and failover takes about one lease
   duration after the holder's last renewal, instead of up to one more poll period.
-- The leader renews every retry period; if no renewal succeeds within the renew deadline, it has
-  lost leadership (the caller must stop all guarded work at once).
+- The leader renews every retry period. A renew round (the attempts since the last success) runs
+  under one absolute deadline, round start + renew deadline, that bounds every lease request in
+  it: a hung call ends at the deadline, never later, and a call is not sent once it has passed. The
+  lease lock's client must not retry at the transport level (`retry.NO_TRANSPORT_RETRY`). If no
+  renewal succeeds by the deadline, leadership is lost (the caller must stop all guarded work at
+  once).
+- `work_deadline()` is the deadline for the leader's own requests (its reconcilers'): the start of
+  the last successful renewal + lease duration - `write_margin`, so that no request of this leader
+  outlives the moment its lease could pass to another replica; once not leading it has passed.
 - On a graceful stop the leader releases the lease (holderIdentity "" and leaseDurationSeconds 1),
   so a standby can take over immediately.
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import random
 import socket
 import threading
@@ -32,16 +40,17 @@ from typing import Any, Protocol
 
 from registry_operator.kube import metrics
 from registry_operator.kube.cache import Object
-from registry_operator.kube.client import ApiError, Client, Conflict, NotFound
+from registry_operator.kube.client import Client
 from registry_operator.kube.clock import REAL_CLOCK, Clock
+from registry_operator.kube.errors import ApiError, Conflict, DeadlineExceeded, NotFound
 from registry_operator.kube.resources import LEASES
 
 log = logging.getLogger(__name__)
 
 
 def default_identity() -> str:
-    """hostname_uuid, unique per process even with several replicas on one host."""
-    return f"{socket.gethostname()}_{uuid.uuid4()}"
+    """$POD_NAME (so a Lease holder names its pod), else hostname_uuid, unique per process."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4()}"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,10 @@ class LeaderElectionConfig:
     retry_period: float = 2.0
     jitter_factor: float = 1.2
     release_on_cancel: bool = True
+    # How long before the lease could pass to another replica the leader's own requests must end
+    # (None: lease duration - renew deadline - retry period, at least 1 s; with the defaults 3 s,
+    # i.e. they end no later than a leader that stops renewing gives up).
+    write_margin: float | None = None
 
     def __post_init__(self) -> None:
         if not self.lease_name or not self.namespace:
@@ -66,6 +79,14 @@ class LeaderElectionConfig:
             raise ValueError("lease duration must be greater than the renew deadline")
         if self.renew_deadline <= self.jitter_factor * self.retry_period:
             raise ValueError(f"renew deadline must be greater than {self.jitter_factor} x retry period")
+        if not 0 < self.work_margin < self.lease_duration:
+            raise ValueError("write margin must be positive and shorter than the lease duration")
+
+    @property
+    def work_margin(self) -> float:
+        if self.write_margin is not None:
+            return self.write_margin
+        return max(1.0, self.lease_duration - self.renew_deadline - self.retry_period)
 
     @property
     def request_timeout(self) -> float:
@@ -120,35 +141,63 @@ class LeaderElectionRecord:
 
 
 class ResourceLock(Protocol):
-    """Storage of the election record. `get` raises NotFound; writes raise Conflict when stale."""
+    """Storage of the election record. `get` raises NotFound; writes raise Conflict when stale.
 
-    def get(self, timeout: float) -> tuple[LeaderElectionRecord, Object]: ...
+    Every call ends by `deadline` (the elector's clock): sent with a timeout of at most what is
+    left of it, not sent at all (DeadlineExceeded) once it has passed.
+    """
 
-    def create(self, record: LeaderElectionRecord, timeout: float) -> Object: ...
+    def get(self, deadline: float) -> tuple[LeaderElectionRecord, Object]: ...
 
-    def update(self, current: Object, record: LeaderElectionRecord, timeout: float) -> Object: ...
+    def create(self, record: LeaderElectionRecord, deadline: float) -> Object: ...
+
+    def update(self, current: Object, record: LeaderElectionRecord, deadline: float) -> Object: ...
 
 
 class LeaseLock:
-    """A coordination.k8s.io/v1 Lease as the lock; `watch` lets followers see changes promptly."""
+    """A coordination.k8s.io/v1 Lease as the lock; `watch` lets followers see changes promptly.
 
-    def __init__(self, client: Client, namespace: str, name: str) -> None:
+    Give it a client without transport retries (`client.with_transport_retry(NO_TRANSPORT_RETRY)`):
+    a re-sent lease call would run past the round's deadline. Deadlines are on `clock` (the
+    elector's), turned into each request's timeout here: at most `request_timeout`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        namespace: str,
+        name: str,
+        *,
+        request_timeout: float,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
         self._client = client
+        self._clock = clock
+        self._request_timeout = request_timeout
         self.namespace = namespace
         self.name = name
 
-    def get(self, timeout: float) -> tuple[LeaderElectionRecord, Object]:
+    def _timeout(self, verb: str, deadline: float) -> float:
+        remaining = deadline - self._clock.now()
+        if remaining <= 0:
+            raise DeadlineExceeded(
+                f"{verb} lease {self.namespace}/{self.name}: renew deadline passed, not sent"
+            )
+        return min(self._request_timeout, remaining)
+
+    def get(self, deadline: float) -> tuple[LeaderElectionRecord, Object]:
+        timeout = self._timeout("get", deadline)
         lease = self._client.get(LEASES, self.name, self.namespace, timeout=timeout)
         return LeaderElectionRecord.from_lease(lease), lease
 
-    def create(self, record: LeaderElectionRecord, timeout: float) -> Object:
+    def create(self, record: LeaderElectionRecord, deadline: float) -> Object:
         body = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": record.to_spec()}
-        return self._client.create(LEASES, body, timeout=timeout)
+        return self._client.create(LEASES, body, timeout=self._timeout("create", deadline))
 
-    def update(self, current: Object, record: LeaderElectionRecord, timeout: float) -> Object:
+    def update(self, current: Object, record: LeaderElectionRecord, deadline: float) -> Object:
         body = dict(current)
         body["spec"] = {**(current.get("spec") or {}), **record.to_spec()}
-        return self._client.update(LEASES, body, timeout=timeout)
+        return self._client.update(LEASES, body, timeout=self._timeout("update", deadline))
 
     def watch(self, timeout_seconds: int) -> Any:
         return self._client.watch(
@@ -194,6 +243,7 @@ class LeaderElector:
         self._observed_time = 0.0
         self._reported_leader = ""
         self._renew_round_start: float | None = None
+        self._last_renew: float | None = None  # start of the last successful acquire or renewal
         self._lost = False
         self._follow_stream: Any = None
         self._gauge = metrics.LEADER_ELECTION_MASTER_STATUS.labels(name=config.lease_name)
@@ -229,10 +279,31 @@ class LeaderElector:
         with self._cond:
             return self._observed_record.holder_identity if self._observed_record else ""
 
+    def work_deadline(self) -> float:
+        """The deadline for requests of the leader's work: last renewal + lease - write margin.
+
+        While not leading it has passed (-inf), so such requests are refused without being sent.
+        """
+        with self._cond:
+            if not self._leading or self._last_renew is None:
+                return float("-inf")
+            return self._last_renew + self.config.lease_duration - self.config.work_margin
+
     # --- one acquire/renew attempt ---------------------------------------------------------------
-    def try_acquire_or_renew(self, timeout: float | None = None) -> bool:
-        """One attempt to take or keep the lease; True if we hold it afterwards."""
-        timeout = timeout if timeout is not None else self.config.request_timeout
+    def try_acquire_or_renew(self, deadline: float | None = None) -> bool:
+        """One attempt to take or keep the lease, every call ending by `deadline`; True if we hold it.
+
+        Without a deadline, the attempt may take up to the renew deadline.
+        """
+        started = self._clock.now()
+        deadline = deadline if deadline is not None else started + self.config.renew_deadline
+        if self._attempt(deadline):
+            with self._cond:
+                self._last_renew = started
+            return True
+        return False
+
+    def _attempt(self, deadline: float) -> bool:
         identity = self.config.identity
         now_wall = self._clock.wall()
         desired = LeaderElectionRecord(
@@ -257,16 +328,16 @@ class LeaderElector:
                 desired, acquire_time=observed.acquire_time, leader_transitions=observed.leader_transitions
             )
             try:
-                self._observe(renewed, self._lock.update(observed_lease, renewed, timeout))
+                self._observe(renewed, self._lock.update(observed_lease, renewed, deadline))
                 return True
             except ApiError as error:
                 log.info("lease %s: renewing failed, re-reading: %s", self.config.lease_name, error)
 
         try:
-            current, lease = self._lock.get(timeout)
+            current, lease = self._lock.get(deadline)
         except NotFound:
             try:
-                self._observe(desired, self._lock.create(desired, timeout))
+                self._observe(desired, self._lock.create(desired, deadline))
                 return True
             except ApiError as error:
                 log.info("lease %s: creating failed: %s", self.config.lease_name, error)
@@ -292,7 +363,7 @@ class LeaderElector:
         else:
             desired = replace(desired, leader_transitions=current.leader_transitions + 1)
         try:
-            self._observe(desired, self._lock.update(lease, desired, timeout))
+            self._observe(desired, self._lock.update(lease, desired, deadline))
             return True
         except ApiError as error:
             log.info("lease %s: taking the lease failed: %s", self.config.lease_name, error)
@@ -319,9 +390,8 @@ class LeaderElector:
 
         now = self._clock.now()
         round_start = self._renew_round_start if self._renew_round_start is not None else now
-        remaining = round_start + config.renew_deadline - now
-        timeout = max(0.1, min(config.request_timeout, remaining))
-        if self.try_acquire_or_renew(timeout):
+        round_deadline = min(round_start + config.renew_deadline, self.work_deadline())
+        if self.try_acquire_or_renew(round_deadline):
             self._renew_round_start = None
             return config.retry_period
         self._renew_round_start = round_start
@@ -332,7 +402,7 @@ class LeaderElector:
             # rather than keep working until the renew deadline.
             self._lose()
             return 0.0
-        if now + config.retry_period > round_start + config.renew_deadline:
+        if now + config.retry_period > round_deadline:
             self._lose()
             return 0.0
         return config.retry_period
@@ -441,15 +511,16 @@ class LeaderElector:
             renew_time=now_wall,
             leader_transitions=observed.leader_transitions,
         )
+        deadline = self._clock.now() + self.config.request_timeout  # the whole release, retry included
         for _ in range(2):
             try:
-                self._observe(released, self._lock.update(lease, released, self.config.request_timeout))
+                self._observe(released, self._lock.update(lease, released, deadline))
                 log.info("lease %s: released", self.config.lease_name)
                 return True
             except Conflict:
                 # Someone wrote in between: release only if it is still ours.
                 try:
-                    current, lease = self._lock.get(self.config.request_timeout)
+                    current, lease = self._lock.get(deadline)
                 except ApiError:
                     return False
                 if current.holder_identity != self.config.identity:

@@ -8,8 +8,15 @@ Lifecycle of `Manager.run()`:
 4. on SIGTERM/SIGINT (or `request_stop()`): stop the controllers letting in-flight reconciles finish,
    release the lease, stop the informers — all within `graceful_shutdown_timeout` (30 s) — and
    return `ExitCode.OK`;
-5. if leadership is lost: return `ExitCode.LEADERSHIP_LOST` at once, without draining (another
-   replica may already be leading). The CLI must exit the process with that code.
+5. if leadership is lost: stop handing out work at once (the workqueues shut down, reconciles in
+   flight get no further request through) and return `ExitCode.LEADERSHIP_LOST` without draining
+   (another replica may already be leading). The CLI must exit the process with that code, so that
+   the Deployment restarts it as a follower.
+
+With leader election, `manager.client` (what controllers get) is a view of the client whose every
+request carries the elector's work deadline: it ends before the lease could pass to another
+replica, and once leadership is lost nothing is sent at all. `manager.base_client` is unbounded:
+informers, the lease itself and runnables that do not need leadership use it.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from registry_operator.kube.leaderelection import (
     LeaseLock,
     default_identity,
 )
+from registry_operator.kube.retry import NO_TRANSPORT_RETRY
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +94,10 @@ class Manager:
     def __init__(
         self, client: Client, options: ManagerOptions | None = None, *, clock: Clock = REAL_CLOCK
     ) -> None:
-        self.client = client
         self.options = options or ManagerOptions()
+        self.base_client = client
+        # Requests of the leader's work end by the elector's work deadline (see the module doc).
+        self.client = client.with_deadline(self._work_deadline) if self.options.leader_election else client
         self._clock = clock
         self.informers = SharedInformerFactory(client, resync_period=self.options.resync_period, clock=clock)
         self._controllers: dict[str, Controller] = {}
@@ -151,6 +161,13 @@ class Manager:
 
     def is_leader(self) -> bool:
         return self._leading.is_set()
+
+    def _work_deadline(self) -> float | None:
+        """Until when the leader's work may send requests (on the client's clock); passed if not leading."""
+        elector = self._elector
+        if elector is None or self._lost.is_set():
+            return float("-inf")
+        return elector.work_deadline()
 
     def ready(self) -> bool:
         return all(check() for check in self._readyz_checks.values())
@@ -221,8 +238,16 @@ class Manager:
 
     def _start_leader_election(self) -> None:
         config = self._election_config()
+        # Lease calls never retry at the transport level: each must end by its renew round's deadline.
+        lease_client = self.base_client.with_timeout(config.request_timeout).with_transport_retry(
+            NO_TRANSPORT_RETRY
+        )
         lock = LeaseLock(
-            self.client.with_timeout(config.request_timeout), config.namespace, config.lease_name
+            lease_client,
+            config.namespace,
+            config.lease_name,
+            request_timeout=config.request_timeout,
+            clock=self._clock,
         )
 
         def on_started_leading() -> None:
@@ -232,6 +257,11 @@ class Manager:
         def on_stopped_leading() -> None:
             self._leading.clear()
             self._lost.set()
+            # Stop handing out work now, not when the main thread gets to it.
+            with self._lock:
+                controllers = list(self._started_controllers)
+            for controller in controllers:
+                controller.queue.shutdown()
             self._stop.set()
 
         self._elector = LeaderElector(

@@ -21,8 +21,9 @@ from registry_operator.controllers.caroot import (
     root_ca_field_selector,
 )
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import AlreadyExists, Client, Conflict
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import ReconcileError, Request
+from registry_operator.kube.errors import AlreadyExists, Conflict
 from registry_operator.kube.events import EventRecorder
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

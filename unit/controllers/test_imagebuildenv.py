@@ -24,8 +24,9 @@ from registry_operator.controllers.imagebuildenv import (
 )
 from registry_operator.controllers.resources import DEPLOYMENTS, IMAGE_BUILD_ENVS, SECRETS, SERVICES
 from registry_operator.kube.cache import Store, json_copy
-from registry_operator.kube.client import ApiError, Client, Conflict, Forbidden, PatchType
+from registry_operator.kube.client import Client, PatchType
 from registry_operator.kube.controller import Request, index_mapper
+from registry_operator.kube.errors import ApiError, Conflict, Forbidden
 from registry_operator.kube.resources import Resource
 
 NS = "team"

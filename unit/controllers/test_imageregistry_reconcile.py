@@ -29,16 +29,9 @@ from registry_operator.controllers.imageregistry import (
 )
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, SECRETS
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import (
-    AlreadyExists,
-    ApiError,
-    Client,
-    Conflict,
-    Invalid,
-    NotFound,
-    ServerError,
-)
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import Request
+from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound, ServerError
 from registry_operator.kube.resources import Resource
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

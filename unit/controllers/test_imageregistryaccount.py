@@ -11,8 +11,9 @@ import pytest
 
 from registry_operator.controllers.imageregistryaccount import EXPIRY_SLACK_SECONDS, AccountExpiryReconciler
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import Client, Conflict
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import Request
+from registry_operator.kube.errors import Conflict
 from registry_operator.kube.resources import Resource
 
 CREATED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

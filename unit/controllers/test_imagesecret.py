@@ -51,8 +51,9 @@ from registry_operator.controllers.resources import (
 )
 from registry_operator.dockerconfig import parse_docker_config
 from registry_operator.kube.cache import Store, json_copy
-from registry_operator.kube.client import AlreadyExists, ApiError, Client, Conflict, NotFound
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import ReconcileError, Request
+from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from registry_operator.kube.metrics import REGISTRY, sample_value
 from registry_operator.kube.resources import Resource
 from registry_operator.passwords import verify_password

@@ -16,26 +16,24 @@ import pytest
 from kubernetes.client import Configuration
 
 from registry_operator.kube import metrics
-from registry_operator.kube.client import (
-    DEFAULT_BACKOFF,
-    DEFAULT_RETRY,
+from registry_operator.kube.client import Client, PatchType, PropagationPolicy
+from registry_operator.kube.clock import RealClock
+from registry_operator.kube.errors import (
     AlreadyExists,
     ApiError,
-    Client,
     Conflict,
     ConnectionFailed,
+    DeadlineExceeded,
     Forbidden,
     Gone,
     Invalid,
     NotFound,
-    PatchType,
-    PropagationPolicy,
     ServerError,
     error_from_status,
     is_too_large_resource_version,
-    retry_on_conflict,
 )
 from registry_operator.kube.resources import CONFIGMAPS, DEPLOYMENTS, NAMESPACES, Resource
+from registry_operator.kube.retry import NO_TRANSPORT_RETRY
 
 
 @dataclass
@@ -228,6 +226,121 @@ def test_request_timeout_applies_to_every_call(api: FakeApiServer) -> None:
     assert time.monotonic() - started < 1.5
 
 
+# --- deadlines --------------------------------------------------------------------------------------
+class CountingClock(RealClock):
+    """Real time, but counts the client's sleeps between connect attempts."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        self.sleeps.append(seconds)
+        return super().sleep(seconds, stop)
+
+
+@pytest.fixture
+def syn_blackhole() -> Iterator[str]:
+    """A URL whose TCP connects hang (full accept backlog: SYNs are dropped), as in a partition."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    filler = socket.create_connection(server.getsockname(), timeout=1)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    filler.close()
+    server.close()
+
+
+def test_a_passed_deadline_fails_fast_without_sending(api: FakeApiServer) -> None:
+    api.routes = lambda r: (200, {})
+    client = make_client(api)
+    host = api.url.removeprefix("http://")
+    sent_before = metrics.sample_value(
+        "rest_client_requests_total", {"code": "200", "method": "GET", "host": host}
+    )
+    with pytest.raises(DeadlineExceeded) as caught:
+        client.get(CONFIGMAPS, "a", "ns", deadline=time.monotonic() - 0.01)
+    with pytest.raises(DeadlineExceeded):
+        client.watch(CONFIGMAPS, "ns", deadline=time.monotonic())
+    with pytest.raises(DeadlineExceeded):
+        client.with_deadline(lambda: time.monotonic() - 1).delete(CONFIGMAPS, "a", "ns")
+    assert api.requests == []
+    assert metrics.sample_value(
+        "rest_client_requests_total", {"code": "200", "method": "GET", "host": host}
+    ) == (sent_before)
+    assert isinstance(caught.value, ConnectionFailed), "a client-side timeout, for code that retries those"
+    assert caught.value.reason == "DeadlineExceeded"
+
+
+def test_the_deadline_cuts_the_request_timeout(api: FakeApiServer) -> None:
+    def slow(_: Recorded) -> Reply:
+        threading.Event().wait(3)
+        return 200, {}
+
+    api.routes = slow
+    client = make_client(api, request_timeout=30)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        client.update(CONFIGMAPS, {"metadata": {"name": "a", "namespace": "ns"}}, deadline=started + 0.3)
+    assert 0.25 < time.monotonic() - started < 1.5
+    # The request timeout still applies when it ends first: a plain ConnectionFailed then.
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed) as caught:
+        client.get(CONFIGMAPS, "a", "ns", timeout=0.2, deadline=started + 20)
+    assert not isinstance(caught.value, DeadlineExceeded)
+    assert time.monotonic() - started < 1.5
+
+
+def test_deadlines_of_views_and_calls_combine_to_the_earliest(api: FakeApiServer) -> None:
+    api.routes = lambda r: (200, {})
+    base = make_client(api)
+    now = time.monotonic()
+    assert base.deadline_for() is None
+    assert base.deadline_for(now + 5) == now + 5
+    bounded = base.with_deadline(lambda: now + 10)
+    assert bounded.deadline_for() == now + 10
+    assert bounded.deadline_for(now + 5) == now + 5
+    assert bounded.with_deadline(lambda: now + 3).deadline_for(now + 5) == now + 3
+    assert bounded.with_deadline(lambda: None).deadline_for() == now + 10
+    assert base.deadline_for() is None, "a view leaves the client it came from alone"
+    bounded.get(CONFIGMAPS, "a", "ns")
+    assert len(api.requests) == 1
+
+
+def test_watch_server_timeout_is_cut_to_the_deadline(api: FakeApiServer) -> None:
+    api.routes = lambda r: (200, StreamReply([]))
+    stream = make_client(api).watch(CONFIGMAPS, "ns", timeout_seconds=300, deadline=time.monotonic() + 5.5)
+    assert list(stream) == []
+    assert api.requests[-1].query["timeoutSeconds"] == ["5"]
+
+
+def test_connect_retries_never_outlive_the_deadline(syn_blackhole: str) -> None:
+    clock = CountingClock()
+    client = Client(Configuration(host=syn_blackhole), request_timeout=0.3, clock=clock)
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed):
+        client.get(CONFIGMAPS, "a", "ns")
+    unbounded = time.monotonic() - started
+    # Without a deadline, a connect that hangs is tried four times (as urllib3's Retry(connect=3) did).
+    assert clock.sleeps == pytest.approx([0.0, 0.2, 0.4])
+    assert unbounded >= 4 * 0.3 + 0.6 - 0.05
+    clock.sleeps.clear()
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        client.get(CONFIGMAPS, "a", "ns", deadline=started + 0.5)
+    assert time.monotonic() - started < 0.5 + 0.2
+
+
+def test_a_client_without_transport_retry_tries_a_connect_once(syn_blackhole: str) -> None:
+    clock = CountingClock()
+    client = Client(Configuration(host=syn_blackhole), request_timeout=0.3, clock=clock)
+    lease_client = client.with_transport_retry(NO_TRANSPORT_RETRY)
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed):
+        lease_client.get(CONFIGMAPS, "a", "ns")
+    assert time.monotonic() - started < 0.3 + 0.25
+    assert clock.sleeps == []
+
+
 # --- requests ---------------------------------------------------------------------------------------
 def test_get_sends_auth_and_returns_a_plain_dict(api: FakeApiServer) -> None:
     api.routes = lambda r: (200, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
@@ -396,60 +509,6 @@ def test_watch_read_timeout_bounds_a_silent_connection(api: FakeApiServer) -> No
     stream = make_client(api).watch(CONFIGMAPS, "ns", resource_version="1", read_timeout=0.2)
     with pytest.raises(ConnectionFailed):
         list(stream)
-
-
-# --- conflict retry ---------------------------------------------------------------------------------
-def test_retry_on_conflict_makes_five_attempts_with_10ms_steps() -> None:
-    assert (DEFAULT_RETRY.steps, DEFAULT_RETRY.duration, DEFAULT_RETRY.factor, DEFAULT_RETRY.jitter) == (
-        5,
-        0.010,
-        1.0,
-        0.1,
-    )
-    assert (DEFAULT_BACKOFF.steps, DEFAULT_BACKOFF.factor) == (4, 5.0)
-    calls: list[int] = []
-    sleeps: list[float] = []
-
-    def always_conflict() -> None:
-        calls.append(1)
-        raise Conflict(409, "Conflict", "the object has been modified")
-
-    with pytest.raises(Conflict):
-        retry_on_conflict(always_conflict, sleep=sleeps.append)
-    assert len(calls) == 5
-    assert len(sleeps) == 4
-    assert all(0.010 <= s <= 0.011 for s in sleeps)
-
-
-def test_retry_on_conflict_returns_after_a_success_and_does_not_retry_other_errors() -> None:
-    attempts: Iterator[Exception | str] = iter(
-        [Conflict(409, "Conflict", "x"), Conflict(409, "Conflict", "x"), "done"]
-    )
-
-    def flaky() -> str:
-        outcome = next(attempts)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    assert retry_on_conflict(flaky, sleep=lambda _: None) == "done"
-    calls: list[int] = []
-
-    def not_found() -> None:
-        calls.append(1)
-        raise NotFound(404, "NotFound", "x")
-
-    with pytest.raises(NotFound):
-        retry_on_conflict(not_found, sleep=lambda _: None)
-    assert len(calls) == 1
-
-
-def test_default_backoff_grows_by_factor_five() -> None:
-    delays = list(DEFAULT_BACKOFF.delays())
-    assert len(delays) == 3
-    assert delays[0] == pytest.approx(0.010, rel=0.11)
-    assert delays[1] == pytest.approx(0.050, rel=0.11)
-    assert delays[2] == pytest.approx(0.250, rel=0.11)
 
 
 def test_api_error_is_the_base_of_every_typed_error() -> None:

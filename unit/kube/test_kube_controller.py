@@ -12,7 +12,6 @@ import structlog
 
 from registry_operator.kube import metrics
 from registry_operator.kube.cache import Store, label_index
-from registry_operator.kube.client import Conflict, NotFound
 from registry_operator.kube.clock import FakeClock
 from registry_operator.kube.controller import (
     CacheSyncTimeoutError,
@@ -29,6 +28,7 @@ from registry_operator.kube.controller import (
     negate,
     owner_mapper,
 )
+from registry_operator.kube.errors import Conflict, NotFound
 from registry_operator.kube.informer import EventHandlerFuncs
 from registry_operator.kube.resources import NAMESPACES, Resource
 

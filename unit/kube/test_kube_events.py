@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from registry_operator.kube.client import NotFound
 from registry_operator.kube.clock import FakeClock
+from registry_operator.kube.errors import NotFound
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.resources import EVENTS, Resource
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from kubernetes.client import Configuration
 
-from registry_operator.kube.client import Client, ConnectionFailed, Gone, ServerError, WatchEvent
+from registry_operator.kube.client import Client
 from registry_operator.kube.clock import FakeClock
+from registry_operator.kube.errors import ConnectionFailed, Gone, ServerError
 from registry_operator.kube.informer import (
     ClientListerWatcher,
     EventHandlerFuncs,
@@ -21,6 +22,7 @@ from registry_operator.kube.informer import (
     SharedInformerFactory,
 )
 from registry_operator.kube.resources import CONFIGMAPS, NAMESPACES
+from registry_operator.kube.watch import WatchEvent
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:

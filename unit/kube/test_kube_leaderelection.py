@@ -14,8 +14,15 @@ from typing import Any
 import pytest
 
 from registry_operator.kube import metrics
-from registry_operator.kube.client import AlreadyExists, Conflict, NotFound, ServerError, WatchEvent
 from registry_operator.kube.clock import FakeClock
+from registry_operator.kube.errors import (
+    AlreadyExists,
+    Conflict,
+    ConnectionFailed,
+    DeadlineExceeded,
+    NotFound,
+    ServerError,
+)
 from registry_operator.kube.leaderelection import (
     ElectionOutcome,
     LeaderElectionConfig,
@@ -23,6 +30,7 @@ from registry_operator.kube.leaderelection import (
     LeaderElector,
     default_identity,
 )
+from registry_operator.kube.watch import WatchEvent
 
 _leases = itertools.count()
 
@@ -41,19 +49,21 @@ class FakeLock:
         if self.fail is not None:
             raise self.fail
 
-    def get(self, timeout: float) -> tuple[LeaderElectionRecord, dict[str, Any]]:
+    def get(self, deadline: float) -> tuple[LeaderElectionRecord, dict[str, Any]]:
         self._check("get")
         if self.lease is None:
             raise NotFound(404, "NotFound", "lease not found")
         return LeaderElectionRecord.from_lease(self.lease), copy.deepcopy(self.lease)
 
-    def create(self, record: LeaderElectionRecord, timeout: float) -> dict[str, Any]:
+    def create(self, record: LeaderElectionRecord, deadline: float) -> dict[str, Any]:
         self._check("create")
         if self.lease is not None:
             raise AlreadyExists(409, "AlreadyExists", "exists")
         return self._write(record)
 
-    def update(self, current: dict[str, Any], record: LeaderElectionRecord, timeout: float) -> dict[str, Any]:
+    def update(
+        self, current: dict[str, Any], record: LeaderElectionRecord, deadline: float
+    ) -> dict[str, Any]:
         self._check("update")
         if self.lease is None or current["metadata"]["resourceVersion"] != str(self.rv):
             raise Conflict(409, "Conflict", "the object has been modified")
@@ -92,6 +102,21 @@ def master_status(elector: LeaderElector) -> float:
 
 
 # --- configuration ----------------------------------------------------------------------------------
+def test_identity_is_the_pod_name_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "registry-operator-7d9f-abcde")
+    assert default_identity() == "registry-operator-7d9f-abcde"
+    assert LeaderElectionConfig("lease", "ns").identity == "registry-operator-7d9f-abcde"
+    monkeypatch.setenv("POD_NAME", "")
+    assert re.fullmatch(r".+_[0-9a-f-]{36}", default_identity())
+
+
+def test_write_margin_defaults_to_the_time_a_leader_may_keep_failing() -> None:
+    assert LeaderElectionConfig("lease", "ns").work_margin == 3.0
+    assert LeaderElectionConfig("lease", "ns", write_margin=5).work_margin == 5
+    with pytest.raises(ValueError, match="write margin"):
+        LeaderElectionConfig("lease", "ns", write_margin=15)
+
+
 def test_defaults_and_validation() -> None:
     config = LeaderElectionConfig("lease", "ns")
     assert (config.lease_duration, config.renew_deadline, config.retry_period, config.jitter_factor) == (
@@ -198,10 +223,10 @@ def test_losing_the_update_race_does_not_make_us_leader() -> None:
     real_update = lock.update
 
     def racing_update(
-        current: dict[str, Any], record: LeaderElectionRecord, timeout: float
+        current: dict[str, Any], record: LeaderElectionRecord, deadline: float
     ) -> dict[str, Any]:
         lock.held_by("faster")  # someone else wrote between our GET and our UPDATE
-        return real_update(current, record, timeout)
+        return real_update(current, record, deadline)
 
     lock.update = racing_update  # type: ignore[method-assign]
     elector.tick()
@@ -382,3 +407,82 @@ def test_follower_watch_observes_renewals_as_they_happen() -> None:
         clock.step(1)
         runner.join(5)
     assert not runner.is_alive()
+
+
+# --- hung lease calls (issue 17) ----------------------------------------------------------------------
+class HangingLock(FakeLock):
+    """A partitioned API server: each call hangs for its whole timeout, then fails.
+
+    The timeout is what the real LeaseLock would send: min(request timeout, deadline - now). With
+    `reads_answer`, GETs still answer at once (only writes hang), so one attempt makes
+    PUT, GET, PUT: the case where per-call timeouts used to add up past the lease.
+    """
+
+    def __init__(self, clock: FakeClock, request_timeout: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.request_timeout = request_timeout
+        self.hanging = False
+        self.reads_answer = False
+        self.ended: list[tuple[str, float, float]] = []  # call, end time, its deadline
+
+    def _hang(self, call: str, deadline: float) -> None:
+        remaining = deadline - self.clock.now()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"{call}: not sent")
+        self.clock.step(min(self.request_timeout, remaining))
+        self.ended.append((call, self.clock.now(), deadline))
+        raise ConnectionFailed(f"{call}: timed out")
+
+    def get(self, deadline: float) -> tuple[LeaderElectionRecord, dict[str, Any]]:
+        if self.hanging and not self.reads_answer:
+            self._hang("get", deadline)
+        return super().get(deadline)
+
+    def update(
+        self, current: dict[str, Any], record: LeaderElectionRecord, deadline: float
+    ) -> dict[str, Any]:
+        if self.hanging:
+            self._hang("update", deadline)
+        return super().update(current, record, deadline)
+
+
+@pytest.mark.parametrize("reads_answer", [False, True], ids=["every call hangs", "writes hang"])
+@pytest.mark.parametrize("hang_after", [0.0, 6.0], ids=["at once", "after 6s of fast failures"])
+def test_hung_lease_calls_end_at_the_round_deadline_and_the_leader_gives_up_in_time(
+    reads_answer: bool, hang_after: float
+) -> None:
+    clock = FakeClock()
+    config = LeaderElectionConfig(f"lease-{next(_leases)}", "ns", identity="me")
+    lock = HangingLock(clock, config.request_timeout)
+    lost_at: list[float] = []
+    elector = LeaderElector(config, lock, clock=clock, on_stopped_leading=lambda: lost_at.append(clock.now()))
+    elector.tick()
+    assert elector.is_leader()
+    last_renewal = clock.now()
+    assert elector.work_deadline() == last_renewal + 15 - 3
+
+    clock.step(elector.tick())  # one more successful renewal
+    last_renewal = clock.now() - 2.0
+    lock.fail = ServerError(503, "ServiceUnavailable", "apiserver down")  # fast failures first
+    round_start = clock.now()
+    while elector.is_leader():
+        if clock.now() - round_start >= hang_after:
+            lock.fail, lock.hanging, lock.reads_answer = None, True, reads_answer
+        delay = elector.tick()
+        if elector.is_leader():
+            assert elector.work_deadline() == last_renewal + 12, "only a success moves the work deadline"
+            clock.step(delay)
+
+    assert lock.ended, "the lease calls did hang"
+    round_deadline = round_start + config.renew_deadline
+    assert all(end <= deadline <= round_deadline for _, end, deadline in lock.ended)
+    assert lost_at == [clock.now()]
+    print(
+        f"\nleader gave up {lost_at[0] - round_start:.1f}s into the renew round, "
+        f"{lost_at[0] - last_renewal:.1f}s after its last successful renewal "
+        f"(lease {config.lease_duration:g}s)"
+    )
+    assert lost_at[0] - round_start <= config.renew_deadline
+    assert lost_at[0] - last_renewal < config.lease_duration
+    assert elector.work_deadline() == float("-inf"), "no request of the deposed leader is sent any more"

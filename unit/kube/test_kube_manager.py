@@ -8,9 +8,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client import Configuration
 
 from registry_operator.kube.client import Client
@@ -18,6 +20,7 @@ from registry_operator.kube.controller import Controller, Request
 from registry_operator.kube.informer import EventHandlerFuncs
 from registry_operator.kube.manager import ExitCode, Manager, ManagerOptions, parse_bind_address
 
+REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
 
 
@@ -219,3 +222,27 @@ def test_invalid_leader_election_settings_fail_at_construction(client: Client) -
                 renew_deadline=20,
             ),
         )
+
+
+def test_with_leader_election_controllers_get_a_client_bounded_by_the_leadership(client: Client) -> None:
+    manager = Manager(
+        client,
+        ManagerOptions(
+            bind_address=None, leader_election=True, leader_election_id="x", leader_election_namespace="ns"
+        ),
+    )
+    assert manager.base_client is client
+    assert client.deadline_for() is None, "informers and the lease stay unbounded"
+    assert manager.client.deadline_for() == float("-inf"), "not leading: nothing may be sent"
+    unelected = Manager(client, ManagerOptions(bind_address=None))
+    assert unelected.client is client
+
+
+def test_the_deployment_waits_longer_than_the_graceful_shutdown() -> None:
+    deployment = yaml.safe_load((REPO / "manifests" / "operator" / "deployment.yaml").read_text())
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    options = ManagerOptions()
+    # Draining, then releasing the Lease (one request of at most renew deadline / 2).
+    assert grace > options.graceful_shutdown_timeout + options.renew_deadline / 2
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"

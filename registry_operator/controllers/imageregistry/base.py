@@ -15,11 +15,11 @@ from registry_operator.controllers.common import Object, ensure
 from registry_operator.controllers.status import Problem
 from registry_operator.kube import objects
 from registry_operator.kube.cache import Store
-from registry_operator.kube.client import (
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import (
     AlreadyExists,
     ApiError,
     BadRequest,
-    Client,
     Forbidden,
     Invalid,
     MethodNotAllowed,

@@ -39,8 +39,9 @@ from registry_operator.controllers.imageregistry.context import (
 from registry_operator.controllers.resources import SECRETS
 from registry_operator.controllers.status import Problem
 from registry_operator.kube import objects
-from registry_operator.kube.client import AlreadyExists, Client, NotFound
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import ReconcileError
+from registry_operator.kube.errors import AlreadyExists, NotFound
 from registry_operator.kube.events import EventRecorder
 
 HTTP_SECRET_BYTES: Final = 32

@@ -53,7 +53,7 @@ from registry_operator.controllers.resources import (
 )
 from registry_operator.controllers.status import Problem, requeue_seconds
 from registry_operator.kube import objects
-from registry_operator.kube.client import ApiError, Client, Conflict
+from registry_operator.kube.client import Client
 from registry_operator.kube.controller import (
     Controller,
     GenerationChangedPredicate,
@@ -62,6 +62,7 @@ from registry_operator.kube.controller import (
     Result,
     index_mapper,
 )
+from registry_operator.kube.errors import ApiError, Conflict
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.informer import SharedInformer
 from registry_operator.kube.manager import Manager

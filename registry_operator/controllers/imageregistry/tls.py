@@ -30,7 +30,8 @@ from registry_operator.controllers.imageregistry.keys import GeneratedSecrets, T
 from registry_operator.controllers.resources import CERTIFICATES, SECRETS
 from registry_operator.controllers.status import Problem
 from registry_operator.kube import objects
-from registry_operator.kube.client import Client, NotFound
+from registry_operator.kube.client import Client
+from registry_operator.kube.errors import NotFound
 from registry_operator.kube.events import EventRecorder
 
 log = structlog.get_logger(__name__)
