@@ -43,6 +43,7 @@ Modules, one concern each (they talk through API objects and plain values):
 * `config`: the rendered registry and docker_auth configuration (ConfigMap);
 * `workload`: StatefulSet, Service, RBAC for the authn sidecar, PVC;
 * `readiness`: the rollout as the Ready condition sees it, status and Events;
+* `rollout`: the PodDisruptionBudget and the bound on rollouts the operator starts by itself;
 * `base`: the caches, child writes and Events every part uses;
 * `reconciler`: the order of it all, the requeue, and the watches (`setup`).
 """
