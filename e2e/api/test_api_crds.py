@@ -230,7 +230,8 @@ INVALID_OBJECTS: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
         {"persistentVolumeClaim": VOLUME},
         "metadata.name",
     ),
-    ("pull-secret-name-with-dot", "ImagePullSecret", "my.secret", None, "metadata.name"),
+    # Dots are fine (issue 11: the original accepted my.app.pull); upper case and '_' are not.
+    ("pull-secret-name-not-a-subdomain", "ImagePullSecret", "My_Secret", None, "metadata.name"),
     ("build-env-name-too-long", "ImageBuildEnv", "b" * 44, None, "metadata.name"),
     ("build-env-redis-of-wrong-type", "ImageBuildEnv", "bad", {"redis": "yes please"}, "spec.redis"),
     (

@@ -35,6 +35,8 @@ class ManagerProcess:
     def __init__(self, cluster: LocalCluster, namespace: str, lease: str, identity: str, logs: Path) -> None:
         self.identity = identity
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        # Events already read while waiting for another one (e.g. `leading` before `serving`).
+        self.seen: dict[str, dict[str, Any]] = {}
         self.log_path = logs / f"{identity}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -66,6 +68,8 @@ class ManagerProcess:
                 self.lines.put(json.loads(line))
 
     def wait_event(self, event: str, timeout: float) -> dict[str, Any]:
+        if event in self.seen:
+            return self.seen.pop(event)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -79,6 +83,7 @@ class ManagerProcess:
                 self.port = line["port"]
             if line["event"] == event:
                 return line
+            self.seen[line["event"]] = line
 
     def reconciles(self) -> float:
         assert self.port is not None
