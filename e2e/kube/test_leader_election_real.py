@@ -32,7 +32,15 @@ FAILOVER_BUDGET_SECONDS = 17.0
 
 
 class ManagerProcess:
-    def __init__(self, cluster: LocalCluster, namespace: str, lease: str, identity: str, logs: Path) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        namespace: str,
+        lease: str,
+        identity: str,
+        logs: Path,
+        server: str | None = None,
+    ) -> None:
         self.identity = identity
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.log_path = logs / f"{identity}.log"
@@ -50,6 +58,7 @@ class ManagerProcess:
                 lease,
                 "--identity",
                 identity,
+                *(["--server", server] if server else []),
             ],
             cwd=REPO,
             stdout=subprocess.PIPE,
