@@ -4,7 +4,8 @@
 #
 #   hack/build-deps.sh [component ...]     components: kubernetes etcd kwok docker_auth registry
 #                                                      debian-tools (skopeo, busybox) cert-manager
-#   default: kubernetes etcd kwok registry cert-manager debian-tools. docker_auth is listed but the Go module
+#                                                      toxiproxy
+#   default: kubernetes etcd kwok registry cert-manager toxiproxy debian-tools. docker_auth is listed but the Go module
 #   proxy reachable on the project's machines refuses it (HTTP 403).
 #
 # Results are cached outside the clone, keyed by version:
@@ -143,6 +144,13 @@ build_registry() {
   GOBIN="$out" run go install "github.com/distribution/distribution/v3/cmd/registry@$v"
 }
 
+build_toxiproxy() {
+  local out=$1 v=$2
+  step "go install github.com/Shopify/toxiproxy/v2/cmd/server@$v"
+  GOBIN="$out" run go install "github.com/Shopify/toxiproxy/v2/cmd/server@$v"
+  mv "$out/server" "$out/toxiproxy-server"
+}
+
 build_cert_manager() {
   # From v1.12 on, cert-manager's binaries are separate Go modules that the module proxy does not
   # serve, so the pin is the last release whose cmd/controller lives in the root module. Its go.mod
@@ -199,7 +207,7 @@ install_debian_tools() {
 main() {
   command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
   local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager debian-tools)
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager toxiproxy debian-tools)
   local c
   for c in "${want[@]}"; do
     case $c in
@@ -209,6 +217,7 @@ main() {
       docker_auth) build_component docker_auth "$DOCKER_AUTH_VERSION" build_docker_auth ;;
       registry) build_component registry "$DISTRIBUTION_VERSION" build_registry ;;
       cert-manager) build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager ;;
+      toxiproxy) build_component toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy ;;
       skopeo|debian-tools) install_debian_tools ;;
       *) echo "ERROR: unknown component '$c'" >&2; exit 2 ;;
     esac

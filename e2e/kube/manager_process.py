@@ -37,10 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--lease-name", required=True)
     parser.add_argument("--identity", required=True)
+    parser.add_argument("--server", default=None, help="API server URL (e.g. a fault-injecting proxy)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
 
-    client = Client.from_kubeconfig(args.kubeconfig)
+    client = Client.from_kubeconfig(args.kubeconfig, server=args.server)
     manager = Manager(
         client,
         ManagerOptions(
@@ -60,8 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if configmap is None:
             return None
         if (configmap["metadata"].get("annotations") or {}).get(RECONCILED_BY) != args.identity:
-            patch = {"metadata": {"annotations": {RECONCILED_BY: args.identity}}}
-            client.patch(CONFIGMAPS, request.name, patch, request.namespace)
+            # Conditional (resourceVersion) and through the manager's client, whose requests end
+            # before this replica's lease could pass to another one.
+            metadata = {
+                "resourceVersion": configmap["metadata"]["resourceVersion"],
+                "annotations": {RECONCILED_BY: args.identity},
+            }
+            manager.client.patch(CONFIGMAPS, request.name, {"metadata": metadata}, request.namespace)
         return None
 
     controller = Controller("probe", reconcile)

@@ -32,7 +32,15 @@ FAILOVER_BUDGET_SECONDS = 17.0
 
 
 class ManagerProcess:
-    def __init__(self, cluster: LocalCluster, namespace: str, lease: str, identity: str, logs: Path) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        namespace: str,
+        lease: str,
+        identity: str,
+        logs: Path,
+        server: str | None = None,
+    ) -> None:
         self.identity = identity
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         # Events already read while waiting for another one (e.g. `leading` before `serving`).
@@ -52,6 +60,7 @@ class ManagerProcess:
                 lease,
                 "--identity",
                 identity,
+                *(["--server", server] if server else []),
             ],
             cwd=REPO,
             stdout=subprocess.PIPE,

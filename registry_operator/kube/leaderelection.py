@@ -34,7 +34,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -154,6 +154,7 @@ class ResourceLock(Protocol):
     def update(self, current: Object, record: LeaderElectionRecord, deadline: float) -> Object: ...
 
 
+@dataclass(frozen=True)
 class LeaseLock:
     """A coordination.k8s.io/v1 Lease as the lock; `watch` lets followers see changes promptly.
 
@@ -162,45 +163,37 @@ class LeaseLock:
     elector's), turned into each request's timeout here: at most `request_timeout`.
     """
 
-    def __init__(
-        self,
-        client: Client,
-        namespace: str,
-        name: str,
-        *,
-        request_timeout: float,
-        clock: Clock = REAL_CLOCK,
-    ) -> None:
-        self._client = client
-        self._clock = clock
-        self._request_timeout = request_timeout
-        self.namespace = namespace
-        self.name = name
+    client: Client
+    namespace: str
+    name: str
+    _: KW_ONLY
+    request_timeout: float
+    clock: Clock = REAL_CLOCK
 
     def _timeout(self, verb: str, deadline: float) -> float:
-        remaining = deadline - self._clock.now()
+        remaining = deadline - self.clock.now()
         if remaining <= 0:
             raise DeadlineExceeded(
                 f"{verb} lease {self.namespace}/{self.name}: renew deadline passed, not sent"
             )
-        return min(self._request_timeout, remaining)
+        return min(self.request_timeout, remaining)
 
     def get(self, deadline: float) -> tuple[LeaderElectionRecord, Object]:
         timeout = self._timeout("get", deadline)
-        lease = self._client.get(LEASES, self.name, self.namespace, timeout=timeout)
+        lease = self.client.get(LEASES, self.name, self.namespace, timeout=timeout)
         return LeaderElectionRecord.from_lease(lease), lease
 
     def create(self, record: LeaderElectionRecord, deadline: float) -> Object:
         body = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": record.to_spec()}
-        return self._client.create(LEASES, body, timeout=self._timeout("create", deadline))
+        return self.client.create(LEASES, body, timeout=self._timeout("create", deadline))
 
     def update(self, current: Object, record: LeaderElectionRecord, deadline: float) -> Object:
         body = dict(current)
         body["spec"] = {**(current.get("spec") or {}), **record.to_spec()}
-        return self._client.update(LEASES, body, timeout=self._timeout("update", deadline))
+        return self.client.update(LEASES, body, timeout=self._timeout("update", deadline))
 
     def watch(self, timeout_seconds: int) -> Any:
-        return self._client.watch(
+        return self.client.watch(
             LEASES,
             self.namespace,
             field_selector=f"metadata.name={self.name}",

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from registry_operator.kube import metrics
+from registry_operator.kube.client import Client
 from registry_operator.kube.clock import FakeClock
 from registry_operator.kube.errors import (
     AlreadyExists,
@@ -28,6 +29,7 @@ from registry_operator.kube.leaderelection import (
     LeaderElectionConfig,
     LeaderElectionRecord,
     LeaderElector,
+    LeaseLock,
     default_identity,
 )
 from registry_operator.kube.watch import WatchEvent
@@ -486,3 +488,26 @@ def test_hung_lease_calls_end_at_the_round_deadline_and_the_leader_gives_up_in_t
     assert lost_at[0] - round_start <= config.renew_deadline
     assert lost_at[0] - last_renewal < config.lease_duration
     assert elector.work_deadline() == float("-inf"), "no request of the deposed leader is sent any more"
+
+
+def test_the_lease_lock_turns_the_round_deadline_into_request_timeouts() -> None:
+    clock = FakeClock()
+    sent: list[float] = []
+
+    class RecordingClient(Client):
+        def __init__(self) -> None:  # no server: only the timeout each call would be sent with
+            pass
+
+        def get(
+            self, resource: Any, name: str, namespace: str | None = None, **kwargs: Any
+        ) -> dict[str, Any]:
+            sent.append(kwargs["timeout"])
+            return {"metadata": {"name": name}, "spec": {"holderIdentity": "x"}}
+
+    lock = LeaseLock(RecordingClient(), "ns", "lease", request_timeout=5.0, clock=clock)
+    lock.get(clock.now() + 60)
+    lock.get(clock.now() + 1.5)
+    assert sent == [5.0, 1.5]
+    with pytest.raises(DeadlineExceeded):
+        lock.get(clock.now())
+    assert len(sent) == 2, "a call whose deadline has passed is not sent"
