@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the operator and dev tools
 
-deps: ## build/cache the real control plane, registry and skopeo (~/.cache/registry-operator)
+deps: ## build/cache the real control plane, registry, promtool and skopeo (~/.cache/registry-operator)
 	hack/build-deps.sh
 
 test: venv deps lint ## everything CI runs: lint, unit tests, e2e tests on a real control plane
 	$(BIN)/python -m pytest unit e2e $(PYTEST_ARGS)
 
-unit: venv ## fast tests, no cluster (needs busybox for the ext_auth shim tests)
+unit: venv ## fast tests, no cluster (needs busybox for the ext_auth shim tests, promtool for the alert tests)
 	hack/build-deps.sh debian-tools
 	$(BIN)/python -m pytest unit $(PYTEST_ARGS)
 
