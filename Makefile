@@ -54,7 +54,7 @@ bench: venv deps ## benchmarks (print figures, no pass/fail)
 	@for b in hack/bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 bundle: ## dist/install.yaml (CRDs + cluster-wide) and dist/install-namespaced.yaml, image from IMAGE=
-	IMAGE='$(IMAGE)' DIST='$(DIST)' hack/bundle.sh
+	IMAGE='$(IMAGE)' DIST='$(DIST)' $(if $(KUBECTL),KUBECTL='$(KUBECTL)') hack/bundle.sh
 
 image: ## build the operator image (needs Docker; not available on the CI machines)
 	docker build -t registry-operator:dev .
