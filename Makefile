@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The operator image `make bundle` writes into the install manifests.
+IMAGE ?= ghcr.io/registry-operator/registry-operator:0.1.0
+DIST ?= dist
 
-.PHONY: help test unit e2e lint fmt deps venv run manifests bench image kind-e2e clean
+.PHONY: help test unit e2e lint fmt deps venv run manifests bench image kind-e2e bundle clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -19,14 +22,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the operator and dev tools
 
-deps: ## build/cache the real control plane, registry and skopeo (~/.cache/registry-operator)
+deps: ## build/cache the real control plane, registry, promtool and skopeo (~/.cache/registry-operator)
 	hack/build-deps.sh
 
 test: venv deps lint ## everything CI runs: lint, unit tests, e2e tests on a real control plane
 	$(BIN)/python -m pytest unit e2e $(PYTEST_ARGS)
 
-unit: venv ## fast tests, no cluster (needs busybox for the ext_auth shim tests)
-	hack/build-deps.sh debian-tools
+unit: venv ## fast tests, no cluster (needs busybox for the ext_auth shim tests, promtool for the alert tests)
+	hack/build-deps.sh debian-tools promtool
 	$(BIN)/python -m pytest unit $(PYTEST_ARGS)
 
 e2e: venv deps ## tests against a real kube-apiserver + etcd (+ registry, skopeo)
@@ -49,6 +52,9 @@ manifests: venv ## regenerate manifests/crds from the API types
 
 bench: venv deps ## benchmarks (print figures, no pass/fail)
 	@for b in hack/bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+bundle: ## dist/install.yaml (CRDs + cluster-wide) and dist/install-namespaced.yaml, image from IMAGE=
+	IMAGE='$(IMAGE)' DIST='$(DIST)' $(if $(KUBECTL),KUBECTL='$(KUBECTL)') hack/bundle.sh
 
 image: ## build the operator image (needs Docker; not available on the CI machines)
 	docker build -t registry-operator:dev .

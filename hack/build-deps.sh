@@ -4,8 +4,9 @@
 #
 #   hack/build-deps.sh [component ...]     components: kubernetes etcd kwok docker_auth registry
 #                                                      debian-tools (skopeo, busybox) cert-manager
-#                                                      toxiproxy
-#   default: kubernetes etcd kwok registry cert-manager toxiproxy debian-tools. docker_auth is listed but the Go module
+#                                                      toxiproxy promtool (+ hack/promql-names)
+#   default: kubernetes etcd kwok registry cert-manager toxiproxy promtool debian-tools. docker_auth is
+#   listed but the Go module
 #   proxy reachable on the project's machines refuses it (HTTP 403).
 #
 # Results are cached outside the clone, keyed by version:
@@ -185,6 +186,28 @@ build_cert_manager() {
   fi
 }
 
+build_promtool() {
+  # promtool checks and unit-tests manifests/monitoring's rules; promql-names (hack/promql-names, our
+  # own code) lists the metric names of PromQL expressions with Prometheus' parser. Both come from
+  # the same Prometheus module version, compiled in one throwaway module.
+  local out=$1 v=$PROMETHEUS_VERSION  # $2 is the cache key: the version plus the helper's hash
+  local work="$CACHE/build/promtool-$v"
+  rm -rf "$work" && mkdir -p "$work/promql-names" && cd "$work"
+  step "create throwaway module"
+  printf 'module local/promtoolbuild\n\ngo 1.26.0\n' >go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/prometheus/prometheus/cmd/promtool"\n' >tools.go
+  cp "$ROOT/hack/promql-names/main.go" promql-names/main.go
+  run go mod edit -require="github.com/prometheus/prometheus@$v"
+  step "go mod tidy"
+  run go mod tidy
+  step "compile promtool and promql-names (a few minutes cold)"
+  local ldf="-X github.com/prometheus/common/version.Version=$v -X github.com/prometheus/common/version.Branch=release"
+  run go build -tags tools -ldflags "-s -w $ldf" -o "$out/" github.com/prometheus/prometheus/cmd/promtool ./promql-names
+  step "check promtool runs"
+  "$out/promtool" --version >>"$LOG" 2>&1
+  echo 'up' | "$out/promql-names" | grep -qx up
+}
+
 # skopeo (the registry client of the e2e tests) and busybox (its wget is what docker_auth's image
 # has, so the ext_auth shim is tested with it) come from Debian.
 install_debian_tools() {
@@ -204,10 +227,14 @@ install_debian_tools() {
   flock -u "$lockfd"
 }
 
+# The promtool directory is keyed by the Prometheus version and a hash of hack/promql-names, so an
+# edit to the helper rebuilds it on the next run.
+promql_names_hash() { sha256sum "$ROOT/hack/promql-names/main.go" | cut -c1-12; }
+
 main() {
   command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
   local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager toxiproxy debian-tools)
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager toxiproxy promtool debian-tools)
   local c
   for c in "${want[@]}"; do
     case $c in
@@ -218,6 +245,7 @@ main() {
       registry) build_component registry "$DISTRIBUTION_VERSION" build_registry ;;
       cert-manager) build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager ;;
       toxiproxy) build_component toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy ;;
+      promtool) build_component promtool "$PROMETHEUS_VERSION-$(promql_names_hash)" build_promtool ;;
       skopeo|debian-tools) install_debian_tools ;;
       *) echo "ERROR: unknown component '$c'" >&2; exit 2 ;;
     esac

@@ -7,9 +7,12 @@ both. Label values never carry credentials: only namespaces, CR names and kinds.
 from __future__ import annotations
 
 import contextlib
-from typing import Final
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final
 
 from prometheus_client import Counter, Gauge
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from registry_operator.api.constants import KIND_IMAGE_PULL_SECRET, KIND_IMAGE_PUSH_SECRET
 from registry_operator.kube.metrics import REGISTRY
@@ -57,3 +60,43 @@ def forget_credential_expiry(namespace: str, name: str, kind: str) -> None:
     """Drop the series of a CR that is gone (a stale series would alert forever)."""
     with contextlib.suppress(KeyError):
         CREDENTIAL_EXPIRY.remove(namespace, name, kind)
+
+
+READY_METRIC: Final = "registry_operator_ready"
+
+# kind -> a function listing that kind's objects (the informer caches of the running controllers)
+ObjectLister = Callable[[], Iterable[Mapping[str, Any]]]
+
+
+def _ready_condition_true(obj: Mapping[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class ReadinessCollector(Collector):
+    """`registry_operator_ready{kind,namespace,name}`: 1 while the object's Ready condition is True,
+    else 0. Computed at scrape time from the informer caches, so it always matches the objects'
+    status and a deleted object's series disappears with it."""
+
+    def __init__(self) -> None:
+        self._listers: dict[str, ObjectLister] = {}
+
+    def watch(self, kind: str, lister: ObjectLister) -> None:
+        self._listers[kind] = lister
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            READY_METRIC,
+            "1 while the object's Ready condition is True, else 0 (per kind, namespace and name)",
+            labels=["kind", "namespace", "name"],
+        )
+        for kind, lister in sorted(self._listers.items()):
+            for obj in lister():
+                metadata = obj.get("metadata") or {}
+                labels = [kind, str(metadata.get("namespace", "")), str(metadata.get("name", ""))]
+                family.add_metric(labels, 1.0 if _ready_condition_true(obj) else 0.0)
+        yield family
+
+
+READINESS = ReadinessCollector()
+REGISTRY.register(READINESS)

@@ -6,14 +6,21 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from functools import partial
 from types import FrameType
 
 import structlog
 
-from registry_operator import __version__, controllers, logsetup
+from registry_operator import __version__, controllers, logsetup, metrics
 from registry_operator.authn import DEFAULT_AUTHN_PORT, AuthnHTTPServer
 from registry_operator.config import ConfigError, Settings, load_settings
-from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
+from registry_operator.controllers.resources import (
+    IMAGE_BUILD_ENVS,
+    IMAGE_PULL_SECRETS,
+    IMAGE_PUSH_SECRETS,
+    IMAGE_REGISTRIES,
+    IMAGE_REGISTRY_ACCOUNTS,
+)
 from registry_operator.kube.client import Client
 from registry_operator.kube.informer import SharedInformerFactory
 from registry_operator.kube.manager import Manager, ManagerOptions
@@ -39,7 +46,18 @@ def build_manager(client: Client, settings: Settings, controller_names: list[str
     )
     manager = Manager(client, options)
     controllers.setup(manager, settings, controller_names)
+    export_readiness(manager)
     return manager
+
+
+def export_readiness(manager: Manager) -> None:
+    """Feed `registry_operator_ready` from the informers the selected controllers created for their
+    own kinds (no new watches: a kind whose controller is not running has no series)."""
+    kinds = {r.kind: r for r in (IMAGE_REGISTRIES, IMAGE_PUSH_SECRETS, IMAGE_PULL_SECRETS, IMAGE_BUILD_ENVS)}
+    for key, informer in manager.informers.informers().items():
+        resource = kinds.get(key.resource.kind)
+        if resource == key.resource and not key.label_selector and not key.field_selector:
+            metrics.READINESS.watch(resource.kind, partial(informer.store.list, copy=False))
 
 
 def run_operator(*, controller_spec: str = "*", kubeconfig: str | None = None) -> int:

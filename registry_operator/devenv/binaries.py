@@ -7,6 +7,7 @@ built, never skipped.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-deps.sh"
+PROMQL_NAMES_SOURCE = REPO_ROOT / "hack" / "promql-names" / "main.go"
 
 # component -> (version key in versions.env, files it provides)
 _COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -29,6 +31,7 @@ _COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "docker_auth": ("DOCKER_AUTH_VERSION", ("auth_server",)),
     "cert-manager": ("CERT_MANAGER_VERSION", ("cert-manager-controller", "crds")),
     "toxiproxy": ("TOXIPROXY_VERSION", ("toxiproxy-server",)),
+    "promtool": ("PROMETHEUS_VERSION", ("promtool", "promql-names")),
 }
 
 
@@ -67,6 +70,9 @@ class Component:
 def component(name: str) -> Component:
     key, _ = _COMPONENTS[name]
     version = versions()[key]
+    if name == "promtool":
+        # Same key as build-deps.sh: our own promql-names helper is built into this directory too.
+        version += "-" + hashlib.sha256(PROMQL_NAMES_SOURCE.read_bytes()).hexdigest()[:12]
     return Component(name, version, cache_dir() / "bin" / f"{name}-{version}")
 
 
