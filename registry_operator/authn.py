@@ -23,27 +23,27 @@ import enum
 import hashlib
 import json
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import Any, cast
 
-from registry_operator.passwords import verify_password
+from registry_operator.accounts import (
+    AUTHN_PATH,
+    DEFAULT_AUTHN_PORT,
+    HEALTH_PATH,
+    Account,
+    account_expiry,
+    verify_account_password,
+)
 
-DEFAULT_AUTHN_PORT = 5002
-AUTHN_PATH = "/authn"
-HEALTH_PATH = "/healthz"
 MAX_BODY_BYTES = 4096
 DEFAULT_CACHE_SIZE = 4096
-SHIM_RESOURCE = "data/ext_auth_shim.sh"
 
 Labels = dict[str, list[str]]
-Account = Mapping[str, Any]
 AccountVerifier = Callable[[Account, str], bool]
 """(account, password) → whether the password matches the account's stored hash."""
 AccountLookup = Callable[[str], Account | None]
@@ -66,61 +66,6 @@ class AuthnResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Durations and expiry
-
-# TODO: use the canonical Go-duration parser (registry_operator.api.duration / config.py, written
-# concurrently) once this module may import it; this copy only serves account TTLs.
-_DURATION_UNITS = {
-    "ns": timedelta(microseconds=0.001),
-    "us": timedelta(microseconds=1),
-    "µs": timedelta(microseconds=1),  # U+00B5 micro sign
-    "μs": timedelta(microseconds=1),  # U+03BC Greek mu
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def _parse_go_duration(text: str) -> timedelta:
-    """Go's time.ParseDuration syntax ("24h", "24h0m0s", "1.5h", "-30m", "0")."""
-    sign, rest = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
-    if rest == "0":
-        return timedelta(0)
-    if not rest:
-        raise ValueError(f"invalid duration {text!r}")
-    total = timedelta(0)
-    position = 0
-    while position < len(rest):
-        match = _DURATION_PART.match(rest, position)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    return sign * total
-
-
-def account_expiry(account: Account) -> datetime | None:
-    """When the account stops working (`creationTimestamp + spec.ttl`), None without a ttl.
-
-    Raises ValueError for an unreadable ttl or creationTimestamp.
-    """
-    ttl = (account.get("spec") or {}).get("ttl")
-    if ttl in (None, ""):
-        return None
-    if not isinstance(ttl, str):
-        raise ValueError("spec.ttl is not a string")
-    created = (account.get("metadata") or {}).get("creationTimestamp")
-    if not isinstance(created, str):
-        raise ValueError("metadata.creationTimestamp is missing")
-    created_at = datetime.fromisoformat(created)
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=UTC)
-    return created_at + _parse_go_duration(ttl)
-
-
-# --------------------------------------------------------------------------------------------------
 # Decision
 
 
@@ -139,12 +84,6 @@ def account_labels(account: Account) -> Labels:
     labels["origin"] = ["cr"]
     labels["account"] = [str((account.get("metadata") or {}).get("name", ""))]
     return labels
-
-
-def verify_account_password(account: Account, password: str) -> bool:
-    """bcrypt check of `password` against `spec.password`; False for a missing or malformed hash."""
-    hashed = (account.get("spec") or {}).get("password")
-    return isinstance(hashed, str) and bool(hashed) and verify_password(password, hashed)
 
 
 def authenticate(
@@ -248,11 +187,6 @@ def parse_request_body(body: bytes) -> tuple[str, str] | None:
         return None
     username, _, password = text.partition(" ")
     return username, password
-
-
-def shim_script() -> str:
-    """The ext_auth shim (POSIX sh + busybox wget) to mount into the docker_auth container."""
-    return resources.files("registry_operator").joinpath(SHIM_RESOURCE).read_text(encoding="utf-8")
 
 
 def _utcnow() -> datetime:

@@ -11,7 +11,8 @@ from types import FrameType
 import structlog
 
 from registry_operator import __version__, controllers, logsetup
-from registry_operator.authn import DEFAULT_AUTHN_PORT, AuthnHTTPServer
+from registry_operator.accounts import DEFAULT_AUTHN_PORT
+from registry_operator.authn import AuthnHTTPServer
 from registry_operator.config import ConfigError, Settings, load_settings
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.kube.client import Client

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from registry_operator import authn, passwords
+from registry_operator import accounts, authn, passwords
 from registry_operator.authn import AuthnHTTPServer, CachingVerifier, Decision
 
 CREATED = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -53,7 +53,7 @@ class RecordingVerifier:
         self.answer = answer
         self.calls: list[tuple[str, str]] = []
 
-    def __call__(self, account: authn.Account, password: str) -> bool:
+    def __call__(self, account: accounts.Account, password: str) -> bool:
         self.calls.append((account["metadata"]["name"], password))
         return self.answer
 
@@ -79,21 +79,21 @@ class RecordingVerifier:
     ],
 )
 def test_go_durations(text: str, expected: timedelta) -> None:
-    assert authn._parse_go_duration(text) == expected
+    assert accounts.parse_go_duration(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "-", "h", "24", "1d", "1h 2m", "abc", "1h-2m", "1.h.5"])
 def test_invalid_go_durations(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
-        authn._parse_go_duration(text)
+        accounts.parse_go_duration(text)
 
 
 def test_account_expiry() -> None:
-    assert authn.account_expiry(make_account(ttl="12h")) == CREATED + timedelta(hours=12)
-    assert authn.account_expiry(make_account(ttl=None)) is None
-    assert authn.account_expiry(make_account(ttl="")) is None
+    assert accounts.account_expiry(make_account(ttl="12h")) == CREATED + timedelta(hours=12)
+    assert accounts.account_expiry(make_account(ttl=None)) is None
+    assert accounts.account_expiry(make_account(ttl="")) is None
     with pytest.raises(ValueError):
-        authn.account_expiry(make_account(ttl="forever"))
+        accounts.account_expiry(make_account(ttl="forever"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def test_server_lookup_failure_is_503(server: AuthnHTTPServer, directory: Direct
 
 
 def test_server_verifier_failure_is_500(directory: Directory, caplog: pytest.LogCaptureFixture) -> None:
-    def broken(account: authn.Account, password: str) -> bool:
+    def broken(account: accounts.Account, password: str) -> bool:
         raise RuntimeError(password)  # the message must not reach the logs either
 
     caplog.set_level(logging.DEBUG)
@@ -426,9 +426,9 @@ def test_logs_never_contain_the_password(
 
 
 def test_shim_script_is_packaged() -> None:
-    script = authn.shim_script()
+    script = accounts.shim_script()
     assert script.startswith("#!/bin/sh\n")
-    shipped = Path(authn.__file__).parent / "data" / "ext_auth_shim.sh"
+    shipped = Path(accounts.__file__).parent / "data" / "ext_auth_shim.sh"
     assert script == shipped.read_text()
 
 
@@ -458,7 +458,7 @@ def run_shim(request: pytest.FixtureRequest, tmp_path: Path) -> RunShim:
     else:
         path = os.environ.get("PATH", "")
     shim = tmp_path / "ext_auth_shim.sh"
-    shim.write_text(authn.shim_script())
+    shim.write_text(accounts.shim_script())
     shim.chmod(0o644)  # mounted from a ConfigMap: not executable; docker_auth runs it through sh
 
     def run(url: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:

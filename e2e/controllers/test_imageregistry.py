@@ -33,8 +33,8 @@ from e2e.controllers.imageregistry_support import (
 from e2e.kube.support import wait_for
 from e2e.support.operator import OperatorProcess
 from registry_operator import pki
+from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
-from registry_operator.authn import shim_script
 from registry_operator.controllers.resources import (
     CONFIGMAPS,
     IMAGE_REGISTRIES,

@@ -50,11 +50,11 @@ import structlog
 from pydantic import ValidationError
 
 from registry_operator import dockerauth, pki
+from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.api.conditions import Condition, ConditionStatus, get_condition, set_condition
 from registry_operator.api.imageregistry import ImageRegistry, ImageRegistryStatus
-from registry_operator.authn import shim_script
 from registry_operator.config import Settings
 from registry_operator.controllers.common import (
     FIELD_MANAGER,

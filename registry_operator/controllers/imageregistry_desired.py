@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from registry_operator import dockerauth
+from registry_operator.accounts import AUTHN_PATH, DEFAULT_AUTHN_PORT, HEALTH_PATH
 from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.api.imageregistry import ImageRegistrySpec
-from registry_operator.authn import AUTHN_PATH, DEFAULT_AUTHN_PORT, HEALTH_PATH
 from registry_operator.controllers.common import Object, secret_data
 
 # --- paths inside the pod -------------------------------------------------------------------------
