@@ -116,6 +116,20 @@ def test_valid_custom_acl_is_copied() -> None:
             [{"match": {"labels": {"a": "${nope}"}}, "actions": []}],
             "acl[0].match.labels.a: unknown placeholder",
         ),
+        (
+            [{"match": {"name": "/^(?!admin/).*$/"}, "actions": ["pull"]}],
+            "acl[0].match.name: invalid regular expression '/^(?!admin/).*$/': invalid perl operator: (?!",
+        ),
+        (
+            [{"match": {"account": "/\\Z/"}, "actions": []}],
+            "acl[0].match.account: invalid regular expression '/\\\\Z/': invalid escape sequence: \\Z",
+        ),
+        (
+            [{"match": {"labels": {"team": "/a{1001}/"}}, "actions": []}],
+            "acl[0].match.labels.team: invalid regular expression '/a{1001}/': invalid repetition size",
+        ),
+        ([{"match": {"name": "/\\C/"}, "actions": []}], "acl[0].match.name: invalid regular expression"),
+        ([{"match": {"name": "/" + "(" * 1001 + ")" * 1001 + "/"}, "actions": []}], "acl[0].match.name"),
         ([{"match": {}, "actions": "pull"}], "acl[0].actions: must be a list of strings"),
         ([{"match": {}, "actions": ["pull", "puhs"]}], "acl[0].actions: unknown action 'puhs'"),
         ([{"match": {}, "actions": [], "comment": 3}], "acl[0].comment: must be a string"),
@@ -284,3 +298,32 @@ def test_config_hash() -> None:
     assert dockerauth.config_hash("x", None) != dockerauth.config_hash(None, "x")
     assert dockerauth.config_hash("text") == dockerauth.config_hash(b"text")
     assert dockerauth.config_hash() != dockerauth.config_hash("")
+
+
+def test_go_regex_accepts_what_re2_accepts() -> None:
+    for pattern in ("^team-.*$", "a{1000}", "(?i)abc", r"\d+", "[[:alpha:]]", r"\\C", r"\z"):
+        dockerauth.check_go_regex(pattern)
+
+
+def test_validate_docker_auth_config() -> None:
+    rendered = dockerauth.to_yaml(_pod_docker_auth())
+    assert dockerauth.validate_docker_auth_config(rendered) == yaml.safe_load(rendered)
+    config = yaml.safe_load(rendered)
+    broken: list[tuple[Any, str]] = [
+        ("server: [", "not valid YAML"),
+        ("- a", "must be a mapping"),
+        ({**config, "users": {}}, "unexpected sections ['users']"),
+        ({**config, "server": {}}, "server.addr is required"),
+        ({**config, "server": {"addr": ":5001", "key": "k"}}, "server.certificate and server.key"),
+        ({**config, "token": {**config["token"], "issuer": ""}}, "token.issuer is required"),
+        ({**config, "token": {**config["token"], "expiration": 0}}, "token.expiration"),
+        ({**config, "ext_auth": {}}, "ext_auth.command is required"),
+        ({**config, "acl": [{"match": {"name": "/\\Z/"}, "actions": []}]}, "acl[0].match.name: invalid"),
+        (
+            {**config, "acl": [{"match": {"repository": "x"}, "actions": ["push"]}]},
+            "unknown key 'repository'",
+        ),
+    ]
+    for document, message in broken:
+        with pytest.raises(dockerauth.DockerAuthConfigError, match=re.escape(message)):
+            dockerauth.validate_docker_auth_config(document)
