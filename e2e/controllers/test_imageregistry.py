@@ -179,7 +179,7 @@ def test_seed_registry_gets_every_child_and_becomes_ready(
         api.get(SECRETS, "imageregistry-registry-auth-token", namespace)["data"]
     )
     assert not isinstance(token, pki.PkiError)
-    assert token.cert.public_key().key_size == 4096  # type: ignore[union-attr]
+    assert token.cert.public_key().key_size == 2048  # type: ignore[union-attr]
 
     # ConfigMap: the docker_auth config with the default ACL (anonymous first, denied).
     config_map = api.get(CONFIGMAPS, "imageregistry-registry-auth-config", namespace)
