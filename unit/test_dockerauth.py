@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path
 from typing import Any
 
+import acl_fidelity
+import acl_model
 import pytest
 import yaml
 
@@ -14,31 +15,20 @@ from registry_operator.dockerauth import AclError
 HOSTNAME = "registry.infra.svc.cluster.local"
 
 
-# A small model of docker_auth's ACL evaluation (first match wins; label patterns must match one of
-# the label's values; missing label = no match; no match = deny). Globs and /regex/ only.
-def _matches_pattern(pattern: str, value: str) -> bool:
-    if len(pattern) > 2 and pattern.startswith("/") and pattern.endswith("/"):
-        return re.fullmatch(pattern[1:-1], value) is not None
-    return fnmatch.fnmatchcase(value, pattern)
-
-
 def _allowed(acl: list[dict[str, Any]], account: str, labels: dict[str, list[str]], name: str) -> set[str]:
-    request = {"account": account, "type": "repository", "name": name, "service": "svc"}
-    for entry in acl:
-        match = entry["match"]
-        if not all(
-            _matches_pattern(match[key], request[key])
-            for key in ("account", "type", "name", "service")
-            if key in match
-        ):
-            continue
-        label_conditions = match.get("labels", {})
-        if not all(
-            any(_matches_pattern(p, v) for v in labels.get(k, [])) for k, p in label_conditions.items()
-        ):
-            continue
-        return set(entry["actions"])
-    return set()
+    # The model held to docker_auth's own answers (acl_fidelity.ROWS, checked in the lane).
+    return acl_model.allowed(
+        acl, account=account, labels=labels, name=name, requested={"pull", "push", "delete"}
+    )
+
+
+@pytest.mark.parametrize("row", acl_fidelity.ROWS, ids=lambda row: row.case)
+def test_acl_model_agrees_with_docker_auth(row: acl_fidelity.Row) -> None:
+    labels = {**acl_fidelity.LABELS, "origin": ["cr"], "account": [acl_fidelity.ACCOUNT]}
+    got = acl_model.allowed(
+        row.acl, account=acl_fidelity.ACCOUNT, labels=labels, name=row.name, requested={"pull", "push"}
+    )
+    assert got == row.expected
 
 
 def test_default_acl_semantics() -> None:
