@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 IMAGE ?= ghcr.io/registry-operator/registry-operator:0.1.0
 DIST ?= dist
 
-.PHONY: help test unit e2e lint fmt deps venv run manifests bench image kind-e2e bundle clean
+.PHONY: help test unit e2e e2e-docker-auth lint fmt deps venv run manifests bench image kind-e2e bundle clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ unit: venv ## fast tests, no cluster (needs busybox for the ext_auth shim tests,
 
 e2e: venv deps ## tests against a real kube-apiserver + etcd (+ registry, skopeo)
 	$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
+
+DOCKER_AUTH_BIN ?=
+e2e-docker-auth: venv deps ## the real docker_auth lane + login bench (needs DOCKER_AUTH_BIN=/path/to/auth_server)
+	@test -n "$(DOCKER_AUTH_BIN)" || { echo "set DOCKER_AUTH_BIN=/path/to/docker_auth-1.14/auth_server (see README)"; exit 2; }
+	DOCKER_AUTH_BIN=$(abspath $(DOCKER_AUTH_BIN)) $(BIN)/python -m pytest e2e/docker_auth -m docker_auth -s $(PYTEST_ARGS)
+	DOCKER_AUTH_BIN=$(abspath $(DOCKER_AUTH_BIN)) $(BIN)/python hack/bench/docker_auth_login.py
 
 lint: venv ## ruff + mypy
 	$(BIN)/ruff check .

@@ -19,31 +19,41 @@ Passwords never reach a log line, an exception message or a response.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import logging
-import re
 import threading
+import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import Any, cast
 
-from registry_operator.passwords import verify_password
+from registry_operator.accounts import (
+    AUTHN_PATH,
+    DEFAULT_AUTHN_PORT,
+    HEALTH_PATH,
+    Account,
+    account_expiry,
+    verify_account_password,
+)
 
-DEFAULT_AUTHN_PORT = 5002
-AUTHN_PATH = "/authn"
-HEALTH_PATH = "/healthz"
 MAX_BODY_BYTES = 4096
 DEFAULT_CACHE_SIZE = 4096
-SHIM_RESOURCE = "data/ext_auth_shim.sh"
+# Bounded login path. A burst of logins must neither overflow the listen queue (Python's default
+# of 5 turns each overflow into a ~1 s SYN retry) nor pile up threads or bcrypt runs.
+LISTEN_BACKLOG = 256
+MAX_HANDLER_THREADS = 64  # connections beyond this get 503 at once (docker_auth: error)
+MAX_CONCURRENT_BCRYPT = 2  # bcrypt is CPU bound; more in parallel only adds latency
+BCRYPT_SLOT_WAIT_SECONDS = 1.0  # then 503 rather than queueing without bound
+FAILED_CACHE_TTL_SECONDS = 30.0  # a repeated wrong password is denied without a bcrypt run
 
 Labels = dict[str, list[str]]
-Account = Mapping[str, Any]
 AccountVerifier = Callable[[Account, str], bool]
 """(account, password) → whether the password matches the account's stored hash."""
 AccountLookup = Callable[[str], Account | None]
@@ -66,61 +76,6 @@ class AuthnResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Durations and expiry
-
-# TODO: use the canonical Go-duration parser (registry_operator.api.duration / config.py, written
-# concurrently) once this module may import it; this copy only serves account TTLs.
-_DURATION_UNITS = {
-    "ns": timedelta(microseconds=0.001),
-    "us": timedelta(microseconds=1),
-    "µs": timedelta(microseconds=1),  # U+00B5 micro sign
-    "μs": timedelta(microseconds=1),  # U+03BC Greek mu
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def _parse_go_duration(text: str) -> timedelta:
-    """Go's time.ParseDuration syntax ("24h", "24h0m0s", "1.5h", "-30m", "0")."""
-    sign, rest = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
-    if rest == "0":
-        return timedelta(0)
-    if not rest:
-        raise ValueError(f"invalid duration {text!r}")
-    total = timedelta(0)
-    position = 0
-    while position < len(rest):
-        match = _DURATION_PART.match(rest, position)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    return sign * total
-
-
-def account_expiry(account: Account) -> datetime | None:
-    """When the account stops working (`creationTimestamp + spec.ttl`), None without a ttl.
-
-    Raises ValueError for an unreadable ttl or creationTimestamp.
-    """
-    ttl = (account.get("spec") or {}).get("ttl")
-    if ttl in (None, ""):
-        return None
-    if not isinstance(ttl, str):
-        raise ValueError("spec.ttl is not a string")
-    created = (account.get("metadata") or {}).get("creationTimestamp")
-    if not isinstance(created, str):
-        raise ValueError("metadata.creationTimestamp is missing")
-    created_at = datetime.fromisoformat(created)
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=UTC)
-    return created_at + _parse_go_duration(ttl)
-
-
-# --------------------------------------------------------------------------------------------------
 # Decision
 
 
@@ -139,12 +94,6 @@ def account_labels(account: Account) -> Labels:
     labels["origin"] = ["cr"]
     labels["account"] = [str((account.get("metadata") or {}).get("name", ""))]
     return labels
-
-
-def verify_account_password(account: Account, password: str) -> bool:
-    """bcrypt check of `password` against `spec.password`; False for a missing or malformed hash."""
-    hashed = (account.get("spec") or {}).get("password")
-    return isinstance(hashed, str) and bool(hashed) and verify_password(password, hashed)
 
 
 def authenticate(
@@ -182,25 +131,47 @@ def authenticate(
 # Cache of successful bcrypt checks
 
 
+class VerifierBusy(Exception):
+    """Every bcrypt slot stayed busy: the sidecar answers 503 (docker_auth reports an error)."""
+
+
 class CachingVerifier:
-    """An `AccountVerifier` that remembers successful checks in a bounded LRU.
+    """An `AccountVerifier` that remembers successful checks in a bounded LRU, and recent failures.
 
     The key is (uid, resourceVersion, SHA-256 of stored hash and password): any change to the
     account, or a new account under the same name, misses the cache, so there is nothing to
-    invalidate. Failed checks are not cached (a wrong password always costs a bcrypt run).
+    invalidate. A failed check is remembered for `failed_ttl` seconds (same key), so a client
+    retrying a wrong password does not cost a bcrypt run each time. At most `max_concurrent`
+    bcrypt runs happen at once; a check that waits longer than `slot_wait` for one raises
+    `VerifierBusy`.
     """
 
     def __init__(
-        self, verify: AccountVerifier = verify_account_password, max_entries: int = DEFAULT_CACHE_SIZE
+        self,
+        verify: AccountVerifier = verify_account_password,
+        max_entries: int = DEFAULT_CACHE_SIZE,
+        *,
+        max_concurrent: int = MAX_CONCURRENT_BCRYPT,
+        slot_wait: float = BCRYPT_SLOT_WAIT_SECONDS,
+        failed_ttl: float = FAILED_CACHE_TTL_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
         self._verify = verify
         self._max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+        self._failed: OrderedDict[tuple[str, str, bytes], float] = OrderedDict()
+        self._failed_ttl = failed_ttl
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._slot_wait = slot_wait
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.failed_hits = 0
 
     @staticmethod
     def _key(account: Account, password: str) -> tuple[str, str, bytes] | None:
@@ -220,8 +191,24 @@ class CachingVerifier:
                     self._entries.move_to_end(key)
                     self.hits += 1
                     return True
+                failed_at = self._failed.get(key)
+                if failed_at is not None and self._monotonic() - failed_at < self._failed_ttl:
+                    self.failed_hits += 1
+                    return False
                 self.misses += 1
-        if not self._verify(account, password):
+        if not self._slots.acquire(timeout=self._slot_wait):
+            raise VerifierBusy("all bcrypt slots are busy")
+        try:
+            verified = self._verify(account, password)
+        finally:
+            self._slots.release()
+        if not verified:
+            if key is not None:
+                with self._lock:
+                    self._failed[key] = self._monotonic()
+                    self._failed.move_to_end(key)
+                    while len(self._failed) > self._max_entries:
+                        self._failed.popitem(last=False)
             return False
         if key is not None:
             with self._lock:
@@ -250,9 +237,14 @@ def parse_request_body(body: bytes) -> tuple[str, str] | None:
     return username, password
 
 
-def shim_script() -> str:
-    """The ext_auth shim (POSIX sh + busybox wget) to mount into the docker_auth container."""
-    return resources.files("registry_operator").joinpath(SHIM_RESOURCE).read_text(encoding="utf-8")
+def has_unsafe_characters(text: str) -> bool:
+    """Whitespace or control/format characters, which no account name and no generated password has.
+
+    docker_auth writes `<user> <password>` with nothing to tell where the user name ends: user
+    `"u a"` with password `"b"` arrives as user `u`, password `"a b"`, while docker_auth's
+    `${account}` rules see `"u a"`. Refusing whitespace in the password half refuses such logins.
+    """
+    return any(char.isspace() or unicodedata.category(char)[0] == "C" for char in text)
 
 
 def _utcnow() -> datetime:
@@ -299,9 +291,15 @@ class _AuthnRequestHandler(BaseHTTPRequestHandler):
 
 
 class AuthnHTTPServer(ThreadingHTTPServer):
-    """The sidecar's HTTP endpoint on loopback. Run with `serve_forever()`; stop with `shutdown()`."""
+    """The sidecar's HTTP endpoint on loopback. Run with `serve_forever()`; stop with `shutdown()`.
+
+    A listen backlog of `LISTEN_BACKLOG`; at most `max_threads` connections are handled at once,
+    any further one gets 503 straight from the accepting thread.
+    """
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+    max_threads = MAX_HANDLER_THREADS
 
     def __init__(
         self,
@@ -317,7 +315,32 @@ class AuthnHTTPServer(ThreadingHTTPServer):
         self.verify: AccountVerifier = verify if verify is not None else CachingVerifier()
         self.clock = clock
         self.logger = logger or _log
+        self._handlers = threading.BoundedSemaphore(self.max_threads)
+        self.rejected_busy = 0
         super().__init__((host, port), _AuthnRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._handlers.acquire(blocking=False):
+            self.rejected_busy += 1
+            with contextlib.suppress(OSError):
+                # Read the (small) request first: closing with unread data would reset the
+                # connection before the client sees the answer.
+                request.settimeout(0.2)
+                request.recv(MAX_BODY_BYTES + 2048)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._handlers.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._handlers.release()
 
     @property
     def port(self) -> int:
@@ -330,6 +353,9 @@ class AuthnHTTPServer(ThreadingHTTPServer):
             self.logger.warning("authn: request body is not UTF-8")
             return 400, b""
         username, password = credentials
+        if has_unsafe_characters(username) or has_unsafe_characters(password):
+            self.logger.info("authn: user name or password with whitespace or control characters: deny")
+            return 401, b""
         account: Account | None = None
         if username and password:
             try:
@@ -339,6 +365,9 @@ class AuthnHTTPServer(ThreadingHTTPServer):
                 return 503, b""
         try:
             result = authenticate(account, username, password, self.clock(), self.verify)
+        except VerifierBusy:
+            self.logger.warning("authn: user %r: all bcrypt slots busy, answering 503", username)
+            return 503, b""
         except Exception as err:  # a broken verifier must not drop the connection silently
             self.logger.error("authn: checking user %r failed: %s", username, type(err).__name__)
             return 500, b""

@@ -41,6 +41,7 @@ from registry_operator.api.names import (
     is_dns1123_label,
     is_dns1123_subdomain,
 )
+from registry_operator.passwords import MAX_VERIFY_COST, MIN_COST
 
 __all__ = [
     "DEFAULT_IMAGE_AUTH",
@@ -98,7 +99,9 @@ DEFAULT_LEADER_ELECTION_LEASE_NAME: Final = "image-registry-operator-lock"
 
 # Below one second the rotation interval (TTL/2) would make the operator rotate in a tight loop.
 MIN_SECRET_TTL: Final = timedelta(seconds=1)
-BCRYPT_COST_RANGE: Final = range(4, 32)  # what bcrypt implementations accept
+# bcrypt accepts 4-31, but the authn sidecar refuses hashes above passwords.MAX_VERIFY_COST (a cost-15
+# hash would deny every login while the CRs say Ready): generate only what the sidecar verifies.
+BCRYPT_COST_RANGE: Final = range(MIN_COST, MAX_VERIFY_COST + 1)
 # A registry hostname `<name>.<namespace>.<zone>` must stay a valid DNS name (253 characters).
 MAX_DNS_ZONE_LENGTH: Final = DNS1123_SUBDOMAIN_MAX_LENGTH - MAX_REGISTRY_NAME_LENGTH - 63 - 2
 

@@ -33,6 +33,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import re2
 import yaml
 
 REGISTRY_PORT = 5000
@@ -51,8 +52,54 @@ _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _SIMPLE_PLACEHOLDERS = frozenset({"account", "type", "name", "service"})
 
 
+# Go's regexp (what docker_auth compiles) refuses repetitions above 1000 and nesting deeper than 1000;
+# C++ RE2 (the google-re2 binding) has the same repetition limit and a smaller memory budget, so a
+# pattern it compiles within these bounds compiles in Go too.
+MAX_REGEX_REPEAT = 1000
+MAX_REGEX_NESTING = 1000
+# Escapes C++ RE2 accepts but Go's regexp does not: `\C` (any byte).
+_GO_UNSUPPORTED_ESCAPES = re.compile(r"(?<!\\)(?:\\\\)*\\C")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error comes back as an exception; no stderr noise
+
+
 class AclError(ValueError):
     """An invalid custom ACL; the message names the entry index and key, fit for a condition."""
+
+
+class DockerAuthConfigError(ValueError):
+    """A rendered docker_auth config that docker_auth 1.14 would refuse at start."""
+
+
+def check_go_regex(pattern: str) -> None:
+    """Raise ValueError (message fit for a condition) unless Go's regexp accepts `pattern`.
+
+    RE2 syntax: no look-around (`(?!`, `(?=`), no backreferences, no `\\Z` (use `\\z`),
+    repetitions up to {1000}.
+    """
+    if _GO_UNSUPPORTED_ESCAPES.search(pattern):
+        raise ValueError("invalid escape sequence: \\C (not supported by Go's regexp)")
+    depth = deepest = 0
+    escaped = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    if deepest > MAX_REGEX_NESTING:
+        raise ValueError(f"expression nests deeper than {MAX_REGEX_NESTING} groups")
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as err:
+        message = err.args[0] if err.args else str(err)
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        raise ValueError(f"{message} (RE2 syntax, as docker_auth compiles it)") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,11 +156,12 @@ def _check_pattern(value: str, where: str) -> None:
                 "(known: ${account}, ${type}, ${name}, ${service}, ${labels:KEY})"
             )
     if len(value) > 2 and value.startswith("/") and value.endswith("/"):
-        # docker_auth compiles Go RE2; Python's re catches most syntax errors of the same patterns.
+        # docker_auth compiles Go RE2 after substituting placeholders with quoted literals; one that
+        # fails to compile makes docker_auth exit at start.
         try:
-            re.compile(_PLACEHOLDER.sub("x", value[1:-1]))
-        except re.error as err:
-            raise AclError(f"{where}: invalid regular expression: {err}") from None
+            check_go_regex(_PLACEHOLDER.sub("x", value[1:-1]))
+        except ValueError as err:
+            raise AclError(f"{where}: invalid regular expression {value!r}: {err}") from None
 
 
 def _check_match(match: object, where: str) -> dict[str, Any]:
@@ -226,6 +274,57 @@ def docker_auth_config(
         "ext_auth": {"command": shell, "args": [ext_auth_shim_path, authn_url]},
         "acl": default_acl() if acl is None else validate_acl(list(acl)),
     }
+
+
+_DOCKER_AUTH_TOP_KEYS = frozenset({"server", "token", "ext_auth", "acl"})
+
+
+def validate_docker_auth_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Check a rendered docker_auth config (YAML text or dict) for what docker_auth 1.14 refuses at start.
+
+    For the controller to refuse rolling a config docker_auth would exit on: raises
+    `DockerAuthConfigError` naming the key; returns the parsed config. Checked: YAML syntax, the
+    sections this operator renders and no others, `server.addr`, TLS certificate and key given
+    together, `token.issuer`/`expiration`/`certificate`/`key`, `ext_auth.command`, and the ACL
+    (every pattern compiled with RE2 as docker_auth does, `ip` as an address or CIDR).
+    """
+    if isinstance(config, str):
+        try:
+            parsed = yaml.safe_load(config)
+        except yaml.YAMLError as err:
+            raise DockerAuthConfigError(f"docker_auth config is not valid YAML: {err}") from None
+    else:
+        parsed = copy.deepcopy(dict(config))
+    if not isinstance(parsed, dict):
+        raise DockerAuthConfigError("docker_auth config must be a mapping")
+    unknown = sorted(set(parsed) - _DOCKER_AUTH_TOP_KEYS)
+    if unknown:
+        raise DockerAuthConfigError(f"docker_auth config: unexpected sections {unknown}")
+    server = parsed.get("server")
+    if not isinstance(server, dict) or not isinstance(server.get("addr"), str) or not server["addr"]:
+        raise DockerAuthConfigError("docker_auth config: server.addr is required")
+    if ("certificate" in server) != ("key" in server):
+        raise DockerAuthConfigError("docker_auth config: server.certificate and server.key go together")
+    token = parsed.get("token")
+    if not isinstance(token, dict):
+        raise DockerAuthConfigError("docker_auth config: token section is required")
+    for key in ("issuer", "certificate", "key"):
+        if not isinstance(token.get(key), str) or not token[key]:
+            raise DockerAuthConfigError(f"docker_auth config: token.{key} is required")
+    expiration = token.get("expiration")
+    if not isinstance(expiration, int) or isinstance(expiration, bool) or expiration <= 0:
+        raise DockerAuthConfigError("docker_auth config: token.expiration must be a positive integer")
+    ext_auth = parsed.get("ext_auth")
+    if not isinstance(ext_auth, dict) or not isinstance(ext_auth.get("command"), str):
+        raise DockerAuthConfigError("docker_auth config: ext_auth.command is required")
+    args = ext_auth.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise DockerAuthConfigError("docker_auth config: ext_auth.args must be a list of strings")
+    try:
+        parsed["acl"] = validate_acl(parsed.get("acl"))
+    except AclError as err:
+        raise DockerAuthConfigError(f"docker_auth config: {err}") from None
+    return parsed
 
 
 def render_docker_auth_config(**kwargs: Any) -> str:

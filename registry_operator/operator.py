@@ -12,7 +12,8 @@ from types import FrameType
 import structlog
 
 from registry_operator import __version__, controllers, logsetup, metrics
-from registry_operator.authn import DEFAULT_AUTHN_PORT, AuthnHTTPServer
+from registry_operator.accounts import DEFAULT_AUTHN_PORT
+from registry_operator.authn import AuthnHTTPServer
 from registry_operator.config import ConfigError, Settings, load_settings
 from registry_operator.controllers.resources import (
     IMAGE_BUILD_ENVS,

@@ -19,6 +19,7 @@ ALPHABET = string.ascii_letters + string.digits
 DEFAULT_LENGTH = 32
 MIN_ENTROPY_BITS = 128
 DEFAULT_COST = 10  # Go's bcrypt.DefaultCost, as the original
+MIN_COST = 4  # the smallest cost bcrypt accepts
 # A stored hash with a higher cost would let one account pin an authn thread for seconds per attempt.
 MAX_VERIFY_COST = 14
 # bcrypt only looks at the first 72 bytes; longer passwords are refused rather than truncated.

@@ -31,7 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_KEY_SIZE = 4096
 SERVER_KEY_SIZE = 2048
-TOKEN_KEY_SIZE = 4096
+# 2048: docker_auth signs every token (8.5 ms per RS256 signature at 4096 bits, 2 ms at 2048), and
+# registry v3 verifies 2048-bit tokens (proven by the docker_auth e2e lane).
+TOKEN_KEY_SIZE = 2048
 CA_LIFETIME = timedelta(hours=43800)  # 5 years, as the original
 SERVER_LIFETIME = timedelta(hours=2160)  # 90 days, as the original
 TOKEN_KEY_LIFETIME = CA_LIFETIME

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from registry_operator import authn, passwords
+from registry_operator import accounts, authn, passwords
 from registry_operator.authn import AuthnHTTPServer, CachingVerifier, Decision
 
 CREATED = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -53,7 +54,7 @@ class RecordingVerifier:
         self.answer = answer
         self.calls: list[tuple[str, str]] = []
 
-    def __call__(self, account: authn.Account, password: str) -> bool:
+    def __call__(self, account: accounts.Account, password: str) -> bool:
         self.calls.append((account["metadata"]["name"], password))
         return self.answer
 
@@ -79,21 +80,21 @@ class RecordingVerifier:
     ],
 )
 def test_go_durations(text: str, expected: timedelta) -> None:
-    assert authn._parse_go_duration(text) == expected
+    assert accounts.parse_go_duration(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "-", "h", "24", "1d", "1h 2m", "abc", "1h-2m", "1.h.5"])
 def test_invalid_go_durations(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
-        authn._parse_go_duration(text)
+        accounts.parse_go_duration(text)
 
 
 def test_account_expiry() -> None:
-    assert authn.account_expiry(make_account(ttl="12h")) == CREATED + timedelta(hours=12)
-    assert authn.account_expiry(make_account(ttl=None)) is None
-    assert authn.account_expiry(make_account(ttl="")) is None
+    assert accounts.account_expiry(make_account(ttl="12h")) == CREATED + timedelta(hours=12)
+    assert accounts.account_expiry(make_account(ttl=None)) is None
+    assert accounts.account_expiry(make_account(ttl="")) is None
     with pytest.raises(ValueError):
-        authn.account_expiry(make_account(ttl="forever"))
+        accounts.account_expiry(make_account(ttl="forever"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,16 +200,53 @@ def test_malformed_stored_hash_denies_without_exception() -> None:
 # Cache
 
 
-def test_cache_remembers_successes_only() -> None:
+def test_cache_remembers_successes_and_recent_failures() -> None:
     inner = RecordingVerifier()
-    cache = CachingVerifier(inner, max_entries=10)
+    now = [1000.0]
+    cache = CachingVerifier(inner, max_entries=10, failed_ttl=30, monotonic=lambda: now[0])
     account = make_account()
     assert cache(account, "pw") and cache(account, "pw")
     assert len(inner.calls) == 1 and cache.hits == 1
     inner.answer = False
+    # A repeated wrong password costs one bcrypt run within the TTL...
     assert not cache(account, "other") and not cache(account, "other")
+    assert len(inner.calls) == 2 and cache.failed_hits == 1
+    # ...another wrong password is checked, and after the TTL the first one is checked again.
+    assert not cache(account, "third")
     assert len(inner.calls) == 3
+    now[0] += 31
+    assert not cache(account, "other")
+    assert len(inner.calls) == 4
     assert len(cache) == 1
+
+
+def test_remembered_failure_does_not_outlive_an_account_change() -> None:
+    inner = RecordingVerifier(answer=False)
+    cache = CachingVerifier(inner, max_entries=10)
+    assert not cache(make_account(), "pw")
+    inner.answer = True
+    assert cache(make_account(resource_version="101"), "pw")  # e.g. the password was reset
+
+
+def test_bcrypt_runs_are_capped_and_a_full_verifier_is_busy() -> None:
+    started, release = threading.Event(), threading.Event()
+    running: list[int] = []
+
+    def slow(account: accounts.Account, password: str) -> bool:
+        running.append(1)
+        started.set()
+        release.wait(5)
+        return True
+
+    cache = CachingVerifier(slow, max_concurrent=1, slot_wait=0.05)
+    worker = threading.Thread(target=cache, args=(make_account(), "a"))
+    worker.start()
+    assert started.wait(5)
+    with pytest.raises(authn.VerifierBusy):
+        cache(make_account(), "b")
+    release.set()
+    worker.join(5)
+    assert running == [1]
 
 
 def test_cache_misses_after_account_change() -> None:
@@ -374,7 +412,7 @@ def test_server_lookup_failure_is_503(server: AuthnHTTPServer, directory: Direct
 
 
 def test_server_verifier_failure_is_500(directory: Directory, caplog: pytest.LogCaptureFixture) -> None:
-    def broken(account: authn.Account, password: str) -> bool:
+    def broken(account: accounts.Account, password: str) -> bool:
         raise RuntimeError(password)  # the message must not reach the logs either
 
     caplog.set_level(logging.DEBUG)
@@ -426,9 +464,9 @@ def test_logs_never_contain_the_password(
 
 
 def test_shim_script_is_packaged() -> None:
-    script = authn.shim_script()
+    script = accounts.shim_script()
     assert script.startswith("#!/bin/sh\n")
-    shipped = Path(authn.__file__).parent / "data" / "ext_auth_shim.sh"
+    shipped = Path(accounts.__file__).parent / "data" / "ext_auth_shim.sh"
     assert script == shipped.read_text()
 
 
@@ -458,7 +496,7 @@ def run_shim(request: pytest.FixtureRequest, tmp_path: Path) -> RunShim:
     else:
         path = os.environ.get("PATH", "")
     shim = tmp_path / "ext_auth_shim.sh"
-    shim.write_text(authn.shim_script())
+    shim.write_text(accounts.shim_script())
     shim.chmod(0o644)  # mounted from a ConfigMap: not executable; docker_auth runs it through sh
 
     def run(url: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
@@ -511,3 +549,63 @@ def test_shim_sidecar_down_exits_3(run_shim: RunShim, server: AuthnHTTPServer) -
     assert done.returncode == 3
     assert b"HTTP status: none" in done.stderr
     assert PASSWORD.encode() not in done.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# The bounded login path
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"push.ns.example.1 a {PASSWORD}",  # user "push.ns.example.1 a": docker_auth sees another account
+        f"push.ns.example.1 {PASSWORD}\t",
+        f"push.ns.example.1\x00 {PASSWORD}",
+        f"push.ns.example.1 {PASSWORD}\u200b",
+    ],
+)
+def test_whitespace_or_control_characters_are_denied(server: AuthnHTTPServer, body: str) -> None:
+    assert _request(server, "POST", "/authn", body.encode())[0] == 401
+
+
+def test_listen_backlog_is_sized_for_bursts(server: AuthnHTTPServer) -> None:
+    assert server.request_queue_size >= 128
+
+
+def test_connections_beyond_the_thread_cap_get_503(directory: Directory) -> None:
+    release = threading.Event()
+
+    def blocking_lookup(username: str) -> accounts.Account | None:
+        release.wait(5)
+        return directory(username)
+
+    srv = AuthnHTTPServer(blocking_lookup, port=0, clock=lambda: CREATED)
+    srv.max_threads = 1
+    srv._handlers = threading.BoundedSemaphore(1)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        first = threading.Thread(
+            target=_request, args=(srv, "POST", "/authn", f"push.ns.example.1 {PASSWORD}".encode())
+        )
+        first.start()
+        deadline = time.monotonic() + 5
+        while srv._handlers._value != 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _request(srv, "POST", "/authn", f"push.ns.example.1 {PASSWORD}".encode())[0] == 503
+        assert srv.rejected_busy == 1
+        release.set()
+        first.join(5)
+    finally:
+        release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_busy_verifier_answers_503(directory: Directory) -> None:
+    def busy(account: accounts.Account, password: str) -> bool:
+        raise authn.VerifierBusy("full")
+
+    srv = AuthnHTTPServer(directory, port=0, clock=lambda: CREATED, verify=busy)
+    assert srv.handle_login(f"push.ns.example.1 {PASSWORD}".encode())[0] == 503
+    srv.server_close()

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path
 from typing import Any
 
+import acl_fidelity
+import acl_model
 import pytest
 import yaml
 
@@ -14,31 +15,20 @@ from registry_operator.dockerauth import AclError
 HOSTNAME = "registry.infra.svc.cluster.local"
 
 
-# A small model of docker_auth's ACL evaluation (first match wins; label patterns must match one of
-# the label's values; missing label = no match; no match = deny). Globs and /regex/ only.
-def _matches_pattern(pattern: str, value: str) -> bool:
-    if len(pattern) > 2 and pattern.startswith("/") and pattern.endswith("/"):
-        return re.fullmatch(pattern[1:-1], value) is not None
-    return fnmatch.fnmatchcase(value, pattern)
-
-
 def _allowed(acl: list[dict[str, Any]], account: str, labels: dict[str, list[str]], name: str) -> set[str]:
-    request = {"account": account, "type": "repository", "name": name, "service": "svc"}
-    for entry in acl:
-        match = entry["match"]
-        if not all(
-            _matches_pattern(match[key], request[key])
-            for key in ("account", "type", "name", "service")
-            if key in match
-        ):
-            continue
-        label_conditions = match.get("labels", {})
-        if not all(
-            any(_matches_pattern(p, v) for v in labels.get(k, [])) for k, p in label_conditions.items()
-        ):
-            continue
-        return set(entry["actions"])
-    return set()
+    # The model held to docker_auth's own answers (acl_fidelity.ROWS, checked in the lane).
+    return acl_model.allowed(
+        acl, account=account, labels=labels, name=name, requested={"pull", "push", "delete"}
+    )
+
+
+@pytest.mark.parametrize("row", acl_fidelity.ROWS, ids=lambda row: row.case)
+def test_acl_model_agrees_with_docker_auth(row: acl_fidelity.Row) -> None:
+    labels = {**acl_fidelity.LABELS, "origin": ["cr"], "account": [acl_fidelity.ACCOUNT]}
+    got = acl_model.allowed(
+        row.acl, account=acl_fidelity.ACCOUNT, labels=labels, name=row.name, requested={"pull", "push"}
+    )
+    assert got == row.expected
 
 
 def test_default_acl_semantics() -> None:
@@ -116,6 +106,20 @@ def test_valid_custom_acl_is_copied() -> None:
             [{"match": {"labels": {"a": "${nope}"}}, "actions": []}],
             "acl[0].match.labels.a: unknown placeholder",
         ),
+        (
+            [{"match": {"name": "/^(?!admin/).*$/"}, "actions": ["pull"]}],
+            "acl[0].match.name: invalid regular expression '/^(?!admin/).*$/': invalid perl operator: (?!",
+        ),
+        (
+            [{"match": {"account": "/\\Z/"}, "actions": []}],
+            "acl[0].match.account: invalid regular expression '/\\\\Z/': invalid escape sequence: \\Z",
+        ),
+        (
+            [{"match": {"labels": {"team": "/a{1001}/"}}, "actions": []}],
+            "acl[0].match.labels.team: invalid regular expression '/a{1001}/': invalid repetition size",
+        ),
+        ([{"match": {"name": "/\\C/"}, "actions": []}], "acl[0].match.name: invalid regular expression"),
+        ([{"match": {"name": "/" + "(" * 1001 + ")" * 1001 + "/"}, "actions": []}], "acl[0].match.name"),
         ([{"match": {}, "actions": "pull"}], "acl[0].actions: must be a list of strings"),
         ([{"match": {}, "actions": ["pull", "puhs"]}], "acl[0].actions: unknown action 'puhs'"),
         ([{"match": {}, "actions": [], "comment": 3}], "acl[0].comment: must be a string"),
@@ -284,3 +288,32 @@ def test_config_hash() -> None:
     assert dockerauth.config_hash("x", None) != dockerauth.config_hash(None, "x")
     assert dockerauth.config_hash("text") == dockerauth.config_hash(b"text")
     assert dockerauth.config_hash() != dockerauth.config_hash("")
+
+
+def test_go_regex_accepts_what_re2_accepts() -> None:
+    for pattern in ("^team-.*$", "a{1000}", "(?i)abc", r"\d+", "[[:alpha:]]", r"\\C", r"\z"):
+        dockerauth.check_go_regex(pattern)
+
+
+def test_validate_docker_auth_config() -> None:
+    rendered = dockerauth.to_yaml(_pod_docker_auth())
+    assert dockerauth.validate_docker_auth_config(rendered) == yaml.safe_load(rendered)
+    config = yaml.safe_load(rendered)
+    broken: list[tuple[Any, str]] = [
+        ("server: [", "not valid YAML"),
+        ("- a", "must be a mapping"),
+        ({**config, "users": {}}, "unexpected sections ['users']"),
+        ({**config, "server": {}}, "server.addr is required"),
+        ({**config, "server": {"addr": ":5001", "key": "k"}}, "server.certificate and server.key"),
+        ({**config, "token": {**config["token"], "issuer": ""}}, "token.issuer is required"),
+        ({**config, "token": {**config["token"], "expiration": 0}}, "token.expiration"),
+        ({**config, "ext_auth": {}}, "ext_auth.command is required"),
+        ({**config, "acl": [{"match": {"name": "/\\Z/"}, "actions": []}]}, "acl[0].match.name: invalid"),
+        (
+            {**config, "acl": [{"match": {"repository": "x"}, "actions": ["push"]}]},
+            "unknown key 'repository'",
+        ),
+    ]
+    for document, message in broken:
+        with pytest.raises(dockerauth.DockerAuthConfigError, match=re.escape(message)):
+            dockerauth.validate_docker_auth_config(document)

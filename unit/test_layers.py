@@ -28,7 +28,9 @@ def own_imports(path: Path) -> set[str]:
 
 
 FRAMEWORK = sorted((PACKAGE / "kube").glob("*.py"))
-PURE_HELPERS = [PACKAGE / f"{name}.py" for name in ("pki", "passwords", "dockerconfig", "dockerauth")]
+PURE_HELPERS = [
+    PACKAGE / f"{name}.py" for name in ("pki", "passwords", "dockerconfig", "dockerauth", "accounts")
+]
 
 
 @pytest.mark.parametrize("path", FRAMEWORK, ids=lambda p: p.name)
@@ -105,3 +107,22 @@ def test_client_layers_import_only_what_is_below_them(name: str) -> None:
     assert not extra, (
         f"kube/{name} may import only {sorted(CLIENT_LAYERS[name])}, but imports {sorted(extra)}"
     )
+
+
+def test_controllers_do_not_import_the_authn_sidecar() -> None:
+    # What reconcilers share with the sidecar (expiry, password check, shim, port) is in accounts.py.
+    for path in sorted((PACKAGE / "controllers").rglob("*.py")):
+        bad = {m for m in own_imports(path) if m == "registry_operator.authn"}
+        bad |= {f"registry_operator.{alias}" for alias in _from_package_imports(path) if alias == "authn"}
+        assert not bad, f"controllers/{path.relative_to(PACKAGE / 'controllers')} imports {sorted(bad)}"
+
+
+def _from_package_imports(path: Path) -> set[str]:
+    """Names imported by `from registry_operator import x, y`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "registry_operator" and node.level == 0
+        for alias in node.names
+    }

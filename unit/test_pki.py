@@ -62,7 +62,7 @@ def test_default_key_sizes(monkeypatch: pytest.MonkeyPatch, ca: pki.ParsedBundle
     pki.create_ca("ca", NOW)
     pki.create_server_cert(ca, ["a.example"], NOW)
     pki.create_token_signing_pair("token", NOW)
-    assert requested == [4096, 2048, 4096]
+    assert requested == [4096, 2048, 2048]
 
 
 def test_ca_certificate(ca: pki.ParsedBundle) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from e2e.kube.support import wait_for
-from registry_operator.authn import shim_script
+from registry_operator.accounts import shim_script
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until

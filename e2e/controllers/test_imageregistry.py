@@ -33,8 +33,8 @@ from e2e.controllers.imageregistry_support import (
 from e2e.kube.support import wait_for
 from e2e.support.operator import OperatorProcess
 from registry_operator import pki
+from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
-from registry_operator.authn import shim_script
 from registry_operator.controllers.resources import (
     CONFIGMAPS,
     IMAGE_REGISTRIES,
@@ -179,7 +179,7 @@ def test_seed_registry_gets_every_child_and_becomes_ready(
         api.get(SECRETS, "imageregistry-registry-auth-token", namespace)["data"]
     )
     assert not isinstance(token, pki.PkiError)
-    assert token.cert.public_key().key_size == 4096  # type: ignore[union-attr]
+    assert token.cert.public_key().key_size == 2048  # type: ignore[union-attr]
 
     # ConfigMap: the docker_auth config with the default ACL (anonymous first, denied).
     config_map = api.get(CONFIGMAPS, "imageregistry-registry-auth-config", namespace)

@@ -149,7 +149,13 @@ class AclMatch(ApiModel):
 
     Values are docker_auth patterns: a glob (`library/*`), or a regular expression between slashes
     (`/^team-.*$/`); `${account}`, `${name}`, `${labels:namespace}` etc. are substituted.
+    Unknown keys are kept, not pruned, and refused by the operator (Ready=False, InvalidSpec).
     """
+
+    # A pruned typo (`repository:` for `name:`) would leave `match: {}`, which matches every
+    # request. Kept, the key reaches the operator's validator, which names it and keeps the last
+    # good docker_auth config. (CEL cannot refuse it at admission: it sees only declared fields.)
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 
     account: Annotated[str, Field(max_length=1024)] | None = None
     """The account (user) name."""

@@ -49,10 +49,10 @@ from typing import Any, Final
 import structlog
 
 from registry_operator import metrics
+from registry_operator.accounts import verify_account_password
 from registry_operator.api import constants as c
 from registry_operator.api.imagesecret import ImageSecretStatus, RegistryStatusRef
 from registry_operator.api.names import registry_hostname
-from registry_operator.authn import verify_account_password
 from registry_operator.config import Settings
 from registry_operator.controllers import tenancy
 from registry_operator.controllers.common import (

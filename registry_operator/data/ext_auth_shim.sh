@@ -6,7 +6,8 @@
 # docker_auth writes "<user> <password>" (no newline) to stdin and reads the exit code:
 # 0 allow (stdout: the sidecar's {"labels": {...}} JSON), 1 deny, 2 no match, 3 error.
 # The credentials only pass through stdin and the request body: never argv, env, files or output.
-# Needs only busybox (sh, wget, sed, tail), as in the stock cesanta/docker_auth image.
+# Needs only busybox (sh, wget), as in the stock cesanta/docker_auth image. Forks as little as it
+# can: one subshell and wget; the status is read with shell patterns, not sed or tail.
 
 url="${1:?usage: ext_auth_shim.sh AUTHN_URL}"
 # The sidecar is on loopback; a proxy configured for the container must not see the credentials.
@@ -21,7 +22,14 @@ exec 3>&1
 response=$($wget -q -S -O - --post-file=/dev/stdin "$url" 2>&1 1>&3)
 exec 3>&-
 
-status=$(printf '%s\n' "$response" | sed -n 's/.*HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' | tail -n 1)
+# The last status line's code, with parameter expansion only (no sed, tail or pipes to fork).
+status=
+case "$response" in
+	*"HTTP/1."?" "[0-9][0-9][0-9]*)
+		status=${response##*HTTP/1.? }
+		status=${status%%[!0-9]*}
+		;;
+esac
 case "$status" in
 	200) exit 0 ;;
 	401 | 403) exit 1 ;;

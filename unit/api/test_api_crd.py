@@ -73,8 +73,11 @@ def test_schemas_are_structural(definition: Any) -> None:
             assert node.get("type") in {"object", "array", "string", "integer", "boolean", "number"}, path
         assert not ("properties" in node and "additionalProperties" in node), path
         if node.get("type") == "object":
-            # No field is left open: unknown fields are pruned by the apiserver.
-            assert "x-kubernetes-preserve-unknown-fields" not in node, path
+            # No field is left open: unknown fields are pruned by the apiserver. Except ACL match
+            # conditions: a pruned typo would match everything, so the operator must see it to refuse it.
+            assert ("x-kubernetes-preserve-unknown-fields" in node) == (path == ".spec.auth.acl[].match"), (
+                path
+            )
         if node.get("x-kubernetes-list-type") == "map":
             item = node["items"]
             for key in node["x-kubernetes-list-map-keys"]:

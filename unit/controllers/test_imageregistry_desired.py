@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from registry_operator import dockerauth
+from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
 from registry_operator.api.imageregistry import ImageRegistrySpec
-from registry_operator.authn import shim_script
 from registry_operator.controllers.common import contains
 from registry_operator.controllers.imageregistry.config import (
     desired_config_map,

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from registry_operator import dockerauth
+from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.api.imageregistry import ImageRegistrySpec
-from registry_operator.authn import shim_script
 from registry_operator.config import Settings
 from registry_operator.controllers.common import Object
 from registry_operator.controllers.imageregistry.base import RegistryPart, RegistryStores

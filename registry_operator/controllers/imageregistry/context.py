@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from registry_operator import dockerauth
+from registry_operator.accounts import AUTHN_PATH, DEFAULT_AUTHN_PORT
 from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.api.imageregistry import ImageRegistrySpec
-from registry_operator.authn import AUTHN_PATH, DEFAULT_AUTHN_PORT
 
 # --- paths inside the pod -------------------------------------------------------------------------
 REGISTRY_CONFIG_DIR: Final = "/etc/distribution"  # the stock image's default config location

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from registry_operator import dockerauth
+from registry_operator.accounts import DEFAULT_AUTHN_PORT, HEALTH_PATH
 from registry_operator.api import constants as c
 from registry_operator.api import names
-from registry_operator.authn import DEFAULT_AUTHN_PORT, HEALTH_PATH
 from registry_operator.controllers.common import Object, controlled_by_uid
 from registry_operator.controllers.imageregistry.base import RegistryPart
 from registry_operator.controllers.imageregistry.context import (

@@ -1,0 +1,95 @@
+"""What the reconcilers and the authn sidecar share about ImageRegistryAccounts; pure.
+
+* `account_expiry`: when an account stops working (`creationTimestamp + spec.ttl`);
+* `verify_account_password`: the bcrypt check of a password against `spec.password`;
+* `shim_script`: the docker_auth `ext_auth` shim (`data/ext_auth_shim.sh`) the controller mounts
+  into the docker_auth container;
+* `DEFAULT_AUTHN_PORT`, `AUTHN_PATH`, `HEALTH_PATH`: where the sidecar listens and what the shim
+  and the probes call.
+
+The sidecar (`authn.py`) and the controllers both import this module; controllers never import
+the sidecar.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from registry_operator.passwords import verify_password
+
+DEFAULT_AUTHN_PORT = 5002
+AUTHN_PATH = "/authn"
+HEALTH_PATH = "/healthz"
+SHIM_RESOURCE = "data/ext_auth_shim.sh"
+
+Account = Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------
+# Durations and expiry
+
+# TODO: use the canonical Go-duration parser (registry_operator.api.duration / config.py, written
+# concurrently) once this module may import it; this copy only serves account TTLs.
+_DURATION_UNITS = {
+    "ns": timedelta(microseconds=0.001),
+    "us": timedelta(microseconds=1),
+    "µs": timedelta(microseconds=1),  # U+00B5 micro sign
+    "μs": timedelta(microseconds=1),  # U+03BC Greek mu
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> timedelta:
+    """Go's time.ParseDuration syntax ("24h", "24h0m0s", "1.5h", "-30m", "0")."""
+    sign, rest = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+    if rest == "0":
+        return timedelta(0)
+    if not rest:
+        raise ValueError(f"invalid duration {text!r}")
+    total = timedelta(0)
+    position = 0
+    while position < len(rest):
+        match = _DURATION_PART.match(rest, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return sign * total
+
+
+def account_expiry(account: Account) -> datetime | None:
+    """When the account stops working (`creationTimestamp + spec.ttl`), None without a ttl.
+
+    Raises ValueError for an unreadable ttl or creationTimestamp.
+    """
+    ttl = (account.get("spec") or {}).get("ttl")
+    if ttl in (None, ""):
+        return None
+    if not isinstance(ttl, str):
+        raise ValueError("spec.ttl is not a string")
+    created = (account.get("metadata") or {}).get("creationTimestamp")
+    if not isinstance(created, str):
+        raise ValueError("metadata.creationTimestamp is missing")
+    created_at = datetime.fromisoformat(created)
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)
+    return created_at + parse_go_duration(ttl)
+
+
+def verify_account_password(account: Account, password: str) -> bool:
+    """bcrypt check of `password` against `spec.password`; False for a missing or malformed hash."""
+    hashed = (account.get("spec") or {}).get("password")
+    return isinstance(hashed, str) and bool(hashed) and verify_password(password, hashed)
+
+
+def shim_script() -> str:
+    """The ext_auth shim (POSIX sh + busybox wget) to mount into the docker_auth container."""
+    return resources.files("registry_operator").joinpath(SHIM_RESOURCE).read_text(encoding="utf-8")
