@@ -4,7 +4,8 @@
 #
 #   hack/build-deps.sh [component ...]     components: kubernetes etcd kwok docker_auth registry
 #                                                      debian-tools (skopeo, busybox) cert-manager
-#   default: kubernetes etcd kwok registry cert-manager debian-tools. docker_auth is listed but the Go module
+#                                                      containerd (containerd + ctr, node-agent e2e)
+#   default: kubernetes etcd kwok registry cert-manager containerd debian-tools. docker_auth is listed but the Go module
 #   proxy reachable on the project's machines refuses it (HTTP 403).
 #
 # Results are cached outside the clone, keyed by version:
@@ -177,6 +178,21 @@ build_cert_manager() {
   fi
 }
 
+# containerd and ctr: the node-agent e2e runs a real containerd whose config_path is the agent's
+# certs.d. CGO stays off: the cgo-only snapshotters (btrfs, devmapper) are left out; the test uses
+# the native snapshotter.
+build_containerd() {
+  local out=$1 v=$2
+  step "go install github.com/containerd/containerd/v2/cmd/{containerd,ctr}@$v (large)"
+  GOBIN="$out" run go install -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$v" \
+    "github.com/containerd/containerd/v2/cmd/containerd@$v" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$v"
+  step "check version stamp"
+  "$out/containerd" --version | grep -q "$v" || {
+    echo "containerd --version does not report $v" >>"$LOG"; false; }
+}
+
 # skopeo (the registry client of the e2e tests) and busybox (its wget is what docker_auth's image
 # has, so the ext_auth shim is tested with it) come from Debian.
 install_debian_tools() {
@@ -199,7 +215,7 @@ install_debian_tools() {
 main() {
   command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
   local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager debian-tools)
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager containerd debian-tools)
   local c
   for c in "${want[@]}"; do
     case $c in
@@ -209,6 +225,7 @@ main() {
       docker_auth) build_component docker_auth "$DOCKER_AUTH_VERSION" build_docker_auth ;;
       registry) build_component registry "$DISTRIBUTION_VERSION" build_registry ;;
       cert-manager) build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager ;;
+      containerd) build_component containerd "$CONTAINERD_VERSION" build_containerd ;;
       skopeo|debian-tools) install_debian_tools ;;
       *) echo "ERROR: unknown component '$c'" >&2; exit 2 ;;
     esac

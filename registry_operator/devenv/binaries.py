@@ -28,6 +28,7 @@ _COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "registry": ("DISTRIBUTION_VERSION", ("registry",)),
     "docker_auth": ("DOCKER_AUTH_VERSION", ("auth_server",)),
     "cert-manager": ("CERT_MANAGER_VERSION", ("cert-manager-controller", "crds")),
+    "containerd": ("CONTAINERD_VERSION", ("containerd", "ctr")),
 }
 
 
