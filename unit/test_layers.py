@@ -57,3 +57,22 @@ def test_api_does_not_import_controllers() -> None:
     for path in sorted((PACKAGE / "api").glob("*.py")):
         bad = {m for m in own_imports(path) if m.startswith("registry_operator.controllers")}
         assert not bad, f"api/{path.name} imports {sorted(bad)}"
+
+
+NODE_AGENT = sorted((PACKAGE / "nodeagent").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", NODE_AGENT, ids=lambda p: p.name)
+def test_node_agent_uses_only_framework_api_and_helpers(path: Path) -> None:
+    allowed = ("registry_operator.kube", "registry_operator.api", "registry_operator.nodeagent")
+    bad = {
+        m
+        for m in own_imports(path)
+        if not m.startswith(allowed) and m not in {"registry_operator", "registry_operator.logsetup"}
+    }
+    assert not bad, f"nodeagent/{path.name} may use kube/ and api/ only, but imports {sorted(bad)}"
+
+
+def test_node_agent_files_are_pure() -> None:
+    imports = imported_modules(PACKAGE / "nodeagent" / "files.py")
+    assert not {m for m in imports if m.startswith(("kubernetes", "registry_operator"))}
