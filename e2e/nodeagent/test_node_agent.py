@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -266,3 +267,53 @@ def test_containerd_and_skopeo_pull_through_the_agents_files(
     wait_until("the host root as before the agent", lambda: tree(host_root) == before, 30, agent)
     assert hosts.read_text() == original_hosts
     assert agent.running()
+
+
+def test_sigterm_keeps_the_files_and_cleanup_removes_exactly_them(
+    cluster: LocalCluster, namespace: str, start_operator: Any, tmp_path: Path, host_root: Path
+) -> None:
+    """A DaemonSet rollout (SIGTERM) must not drop trust; `--cleanup` (uninstall) removes it all."""
+    api = Client.from_kubeconfig(cluster.kubeconfig)
+    start_operator(controllers="caroot")  # only for the operator namespace the ServiceAccount lives in
+    apply_node_trust_rbac(cluster)
+    hostname = f"registry.{namespace}.svc.cluster.local"
+    api.create(
+        IMAGE_REGISTRIES,
+        {
+            "metadata": {"name": "registry", "namespace": namespace},
+            "spec": {"persistentVolumeClaim": {"resources": {"requests": {"storage": "1Gi"}}}},
+        },
+    )
+    cluster_ip = api.create(
+        SERVICES,
+        {"metadata": {"name": "registry", "namespace": namespace}, "spec": {"ports": [{"port": 443}]}},
+    )["spec"]["clusterIP"]
+    work = tmp_path / "certs"
+    work.mkdir()
+    put_tls_secret(api, namespace, "tls", issue(new_ca("cleanup CA"), hostname, work))
+    set_registry_status(api, namespace, "registry", ready=True, hostname=hostname, tls_name="tls")
+    before = tree(host_root)
+    kubeconfig = service_account_kubeconfig(cluster, tmp_path / "node-agent.kubeconfig")
+    argv = [sys.executable, "-m", "registry_operator", "node-agent", f"--host-root={host_root}"]
+    agent = ManagedProcess(
+        "node-agent", [*argv, f"--kubeconfig={kubeconfig}"], tmp_path, {**os.environ, "LOG_LEVEL": "info"}
+    )
+    agent.start()
+    hosts = host_root / "etc" / "hosts"
+    try:
+        wait_until("the agent's files", lambda: f"{cluster_ip} {hostname}" in hosts.read_text(), 30, agent)
+    finally:
+        agent.stop()  # SIGTERM
+    written = tree(host_root)
+    assert written != before
+    assert f"etc/containerd/certs.d/{hostname}/hosts.toml" in written
+    assert f"etc/containers/certs.d/{hostname}/ca.crt" in written
+    # Idempotent: a second agent run changes nothing (the record holds what it wrote).
+    again = ManagedProcess("node-agent-2", [*argv, f"--kubeconfig={kubeconfig}"], tmp_path, dict(os.environ))
+    again.start()
+    time.sleep(3)
+    again.stop()
+    assert tree(host_root) == written
+    cleanup = subprocess.run([*argv, "--cleanup"], capture_output=True, text=True, timeout=60, check=False)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert tree(host_root) == before
