@@ -22,6 +22,7 @@ CONTROLLERS: dict[str, str] = {
     "imageregistryaccount": "imageregistryaccount",
     "imagesecret": "imagesecret",  # ImagePushSecret and ImagePullSecret share one reconciler
     "imagebuildenv": "imagebuildenv",
+    "localregistryhosting": "localregistryhosting",  # KEP-1755, opt-in (OPERATOR_LOCAL_REGISTRY_HOSTING)
 }
 
 
