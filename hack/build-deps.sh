@@ -5,8 +5,9 @@
 #   hack/build-deps.sh [component ...]     components: kubernetes etcd kwok docker_auth registry
 #                                                      debian-tools (skopeo, busybox) cert-manager
 #                                                      toxiproxy promtool (+ hack/promql-names)
-#   default: kubernetes etcd kwok registry cert-manager toxiproxy promtool debian-tools. docker_auth is
-#   listed but the Go module
+#                                                      containerd (containerd + ctr, node-agent e2e)
+#   default: kubernetes etcd kwok registry cert-manager toxiproxy promtool containerd debian-tools.
+#   docker_auth is listed but the Go module
 #   proxy reachable on the project's machines refuses it (HTTP 403).
 #
 # Results are cached outside the clone, keyed by version:
@@ -208,6 +209,21 @@ build_promtool() {
   echo 'up' | "$out/promql-names" | grep -qx up
 }
 
+# containerd and ctr: the node-agent e2e runs a real containerd whose config_path is the agent's
+# certs.d. CGO stays off: the cgo-only snapshotters (btrfs, devmapper) are left out; the test uses
+# the native snapshotter.
+build_containerd() {
+  local out=$1 v=$2
+  step "go install github.com/containerd/containerd/v2/cmd/{containerd,ctr}@$v (large)"
+  GOBIN="$out" run go install -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$v" \
+    "github.com/containerd/containerd/v2/cmd/containerd@$v" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$v"
+  step "check version stamp"
+  "$out/containerd" --version | grep -q "$v" || {
+    echo "containerd --version does not report $v" >>"$LOG"; false; }
+}
+
 # skopeo (the registry client of the e2e tests) and busybox (its wget is what docker_auth's image
 # has, so the ext_auth shim is tested with it) come from Debian.
 install_debian_tools() {
@@ -234,7 +250,7 @@ promql_names_hash() { sha256sum "$ROOT/hack/promql-names/main.go" | cut -c1-12; 
 main() {
   command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
   local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager toxiproxy promtool debian-tools)
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager toxiproxy promtool containerd debian-tools)
   local c
   for c in "${want[@]}"; do
     case $c in
@@ -246,6 +262,7 @@ main() {
       cert-manager) build_component cert-manager "$CERT_MANAGER_VERSION" build_cert_manager ;;
       toxiproxy) build_component toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy ;;
       promtool) build_component promtool "$PROMETHEUS_VERSION-$(promql_names_hash)" build_promtool ;;
+      containerd) build_component containerd "$CONTAINERD_VERSION" build_containerd ;;
       skopeo|debian-tools) install_debian_tools ;;
       *) echo "ERROR: unknown component '$c'" >&2; exit 2 ;;
     esac

@@ -28,6 +28,12 @@ def _cmd_authn_server(args: argparse.Namespace) -> int:
     return run_authn_server(namespace=args.namespace, port=args.port, kubeconfig=args.kubeconfig)
 
 
+def _cmd_node_agent(args: argparse.Namespace) -> int:
+    from registry_operator.nodeagent.cli import run_from_args
+
+    return run_from_args(args)
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     # Imported lazily: the dev cluster is tooling and must not load in the operator image's hot path.
     from registry_operator.devenv.run import run_dev
@@ -70,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     authn.add_argument("--port", type=int, default=5002, help="port on 127.0.0.1 (default: %(default)s)")
     authn.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, else in-cluster config")
     authn.set_defaults(func=_cmd_authn_server)
+
+    from registry_operator.nodeagent.cli import add_arguments as add_node_agent_arguments
+
+    node_agent = sub.add_parser(
+        "node-agent", help="DaemonSet: make this node's container runtimes trust and resolve the registries"
+    )
+    add_node_agent_arguments(node_agent)
+    node_agent.set_defaults(func=_cmd_node_agent)
 
     dev = sub.add_parser("dev", help="run a local control plane (and the operator) until Ctrl-C")
     dev.add_argument("--no-operator", action="store_true", help="start only the local cluster")

@@ -76,6 +76,7 @@ ENV_METRICS_BIND_ADDRESS: Final = "OPERATOR_METRICS_BIND_ADDRESS"
 ENV_HEALTH_PROBE_BIND_ADDRESS: Final = "OPERATOR_HEALTH_PROBE_BIND_ADDRESS"
 ENV_LEADER_ELECTION: Final = "OPERATOR_LEADER_ELECTION"
 ENV_LEADER_ELECTION_LEASE_NAME: Final = "OPERATOR_LEADER_ELECTION_LEASE_NAME"
+ENV_LOCAL_REGISTRY_HOSTING: Final = "OPERATOR_LOCAL_REGISTRY_HOSTING"
 
 SERVICE_ACCOUNT_NAMESPACE_FILE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -147,6 +148,8 @@ class Settings:
     """`host:port` of /healthz and /readyz; None when disabled."""
     leader_election: bool
     leader_election_lease_name: str
+    local_registry_hosting: bool = False
+    """KEP-1755: publish the default registry in kube-public/local-registry-hosting (opt-in)."""
 
     @property
     def watches_all_namespaces(self) -> bool:
@@ -337,4 +340,5 @@ def load_settings(
             lambda text: text if is_dns1123_subdomain(text) else None,
             "a Lease name (DNS-1123 subdomain)",
         ),
+        local_registry_hosting=_read(env, ENV_LOCAL_REGISTRY_HOSTING, "false", _parse_bool, "true or false"),
     )

@@ -126,3 +126,22 @@ def _from_package_imports(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.module == "registry_operator" and node.level == 0
         for alias in node.names
     }
+
+
+NODE_AGENT = sorted((PACKAGE / "nodeagent").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", NODE_AGENT, ids=lambda p: p.name)
+def test_node_agent_uses_only_framework_api_and_helpers(path: Path) -> None:
+    allowed = ("registry_operator.kube", "registry_operator.api", "registry_operator.nodeagent")
+    bad = {
+        m
+        for m in own_imports(path)
+        if not m.startswith(allowed) and m not in {"registry_operator", "registry_operator.logsetup"}
+    }
+    assert not bad, f"nodeagent/{path.name} may use kube/ and api/ only, but imports {sorted(bad)}"
+
+
+def test_node_agent_files_are_pure() -> None:
+    imports = imported_modules(PACKAGE / "nodeagent" / "files.py")
+    assert not {m for m in imports if m.startswith(("kubernetes", "registry_operator"))}

@@ -23,6 +23,7 @@ CONTROLLERS: dict[str, str] = {
     "imagesecret": "imagesecret",  # ImagePushSecret and ImagePullSecret share one reconciler
     "imagebuildenv": "imagebuildenv",
     "serviceaccounts": "serviceaccounts",  # ImagePullSecret.spec.serviceAccounts
+    "localregistryhosting": "localregistryhosting",  # KEP-1755, opt-in (OPERATOR_LOCAL_REGISTRY_HOSTING)
 }
 
 

@@ -32,6 +32,7 @@ _COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cert-manager": ("CERT_MANAGER_VERSION", ("cert-manager-controller", "crds")),
     "toxiproxy": ("TOXIPROXY_VERSION", ("toxiproxy-server",)),
     "promtool": ("PROMETHEUS_VERSION", ("promtool", "promql-names")),
+    "containerd": ("CONTAINERD_VERSION", ("containerd", "ctr")),
 }
 
 
