@@ -126,6 +126,9 @@ REASON_PENDING: Final = "Pending"  # waiting for something outside the operator 
 REASON_EXPIRED: Final = "Expired"  # ImageRegistryAccount: its TTL has passed
 REASON_INVALID_SPEC: Final = "InvalidSpec"  # the spec passed the schema but cannot be acted on
 REASON_NAMESPACE_NOT_ALLOWED: Final = "NamespaceNotAllowed"  # the registry's spec.auth.namespaces says no
+REASON_INVALID_AUTH_CONFIG: Final = (
+    "InvalidAuthConfig"  # rendered docker_auth config docker_auth would refuse
+)
 
 ALL_REASONS: Final = (
     REASON_AVAILABLE,
@@ -140,4 +143,5 @@ ALL_REASONS: Final = (
     REASON_EXPIRED,
     REASON_INVALID_SPEC,
     REASON_NAMESPACE_NOT_ALLOWED,
+    REASON_INVALID_AUTH_CONFIG,
 )

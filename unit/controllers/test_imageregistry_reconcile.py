@@ -529,6 +529,25 @@ def test_status_shows_which_namespaces_may_get_credentials(ready_harness: Harnes
     assert ready_harness.status()["allowedNamespaces"] == f"namespace {NAMESPACE} or namespaces team-a"
 
 
+def test_a_rendered_config_docker_auth_would_refuse_keeps_the_running_config(
+    ready_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever produced it (a renderer bug, a future option): docker_auth would exit on this config.
+    from registry_operator.controllers.imageregistry import config
+
+    config_before = copy.deepcopy(ready_harness.get("configmaps", "imageregistry-registry-auth-config"))
+    monkeypatch.setattr(config, "render_auth_config", lambda ctx: "server: {addr: ':5001'}\n")
+    ready_harness.edit_registry(lambda spec: spec.update(replicas=1))
+    ready_harness.reconcile()
+    ready = ready_harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidAuthConfig")
+    assert (
+        "would be refused by docker_auth: docker_auth config: token section is required" in ready["message"]
+    )
+    assert ready_harness.get("configmaps", "imageregistry-registry-auth-config") == config_before
+    assert not [call for call in ready_harness.api.writes() if call[1] == "StatefulSet"]
+
+
 def test_a_foreign_secret_with_a_generated_name_is_never_overwritten(
     harness: Harness, root_ca: pki.ParsedBundle
 ) -> None:

@@ -101,6 +101,15 @@ class RegistryConfig(RegistryPart):
             auth_config = render_auth_config(ctx)
         except dockerauth.AclError as error:
             raise Problem(c.REASON_INVALID_SPEC, f"spec.auth.{error}") from error
+        try:
+            # Whatever the cause, a config docker_auth would exit on never replaces the running one.
+            dockerauth.validate_docker_auth_config(auth_config)
+        except dockerauth.DockerAuthConfigError as error:
+            raise Problem(
+                c.REASON_INVALID_AUTH_CONFIG,
+                f"the rendered docker_auth configuration would be refused by docker_auth: {error}; "
+                "the registry keeps its previous configuration",
+            ) from error
         desired = desired_config_map(ctx, registry_config, auth_config, self._shim)
         self._ensure_cached(CONFIGMAPS, desired, self._stores.config_maps)
         return registry_config, auth_config, self._shim
