@@ -146,6 +146,41 @@ def default_acl() -> list[dict[str, Any]]:
     ]
 
 
+def namespace_scoped_acl(registry_namespace: str) -> list[dict[str, Any]]:
+    """The default ACL with `repositoryScope: Namespace`: an account touches only repositories under
+    its own namespace (the `namespace` label the operator gives it, which an account cannot forge);
+    `library/` is shared read-only, written by push accounts of the registry's own namespace.
+    docker_auth expands `${labels:namespace}` before compiling the (unanchored) regex, hence ^...$."""
+    own = "/^${labels:namespace}/.+$/"
+    library = "/^library/.+$/"
+    return [
+        {"match": {"account": ""}, "actions": [], "comment": "anonymous users get nothing"},
+        {
+            "match": {"labels": {"origin": "cr", "accessMode": "push"}, "name": own},
+            "actions": ["pull", "push"],
+            "comment": "ImagePushSecret accounts push and pull their namespace's repositories",
+        },
+        {
+            "match": {"labels": {"origin": "cr"}, "name": own},
+            "actions": ["pull"],
+            "comment": "every other account pulls its namespace's repositories",
+        },
+        {
+            "match": {
+                "labels": {"origin": "cr", "accessMode": "push", "namespace": registry_namespace},
+                "name": library,
+            },
+            "actions": ["pull", "push"],
+            "comment": "push accounts of the registry's namespace maintain the shared library/",
+        },
+        {
+            "match": {"labels": {"origin": "cr"}, "name": library},
+            "actions": ["pull"],
+            "comment": "library/ is shared read-only",
+        },
+    ]
+
+
 def _check_pattern(value: str, where: str) -> None:
     for placeholder in _PLACEHOLDER.findall(value):
         if placeholder not in _SIMPLE_PLACEHOLDERS and not (

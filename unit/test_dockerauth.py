@@ -317,3 +317,29 @@ def test_validate_docker_auth_config() -> None:
     for document, message in broken:
         with pytest.raises(dockerauth.DockerAuthConfigError, match=re.escape(message)):
             dockerauth.validate_docker_auth_config(document)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "access_mode", "repository", "expected"),
+    [
+        ("team-a", "push", "team-a/app", {"pull", "push"}),
+        ("team-a", "push", "team-a/x/y", {"pull", "push"}),
+        ("team-a", "push", "team-b/app", set()),
+        ("team-a", "push", "team-ab/app", set()),  # anchored: a prefix of another namespace is not it
+        ("team-a", "pull", "team-a/app", {"pull"}),
+        ("team-a", "push", "library/base", {"pull"}),
+        ("infra", "push", "library/base", {"pull", "push"}),  # the registry's own namespace
+        ("infra", "pull", "library/base", {"pull"}),
+    ],
+)
+def test_namespace_scoped_acl(namespace: str, access_mode: str, repository: str, expected: set[str]) -> None:
+    # The same decisions the docker_auth lane checks against the real server.
+    labels = {"origin": ["cr"], "accessMode": [access_mode], "namespace": [namespace]}
+    granted = acl_model.allowed(
+        dockerauth.validate_acl(dockerauth.namespace_scoped_acl("infra")),
+        account=f"{access_mode}.{namespace}.ci.1",
+        labels=labels,
+        name=repository,
+        requested={"pull", "push"},
+    )
+    assert granted == expected

@@ -282,3 +282,63 @@ def test_acl_fidelity_table(
         if got != row.expected:
             differences.append((row.case, sorted(got), sorted(row.expected)))
     assert not differences, differences
+
+
+def test_namespace_repository_scope_matrix(
+    lane: tuple[Stack, Client_, dict[str, tuple[str, str]]],
+    api: Client,
+    namespace: str,
+    cluster: LocalCluster,
+) -> None:
+    """spec.auth.repositoryScope: Namespace (issue 11), decided by the real docker_auth."""
+    stack, client, creds = lane
+    api.patch(IMAGE_REGISTRIES, NAME, {"spec": {"auth": {"repositoryScope": "Namespace"}}}, namespace)
+    wait_until(
+        "namespace-scoped ACL in the ConfigMap",
+        lambda: (
+            "library"
+            in api.get(CONFIGMAPS, f"imageregistry-{NAME}-auth-config", namespace)["data"]["auth_config.yml"]
+        ),
+        60,
+    )
+    stack.reload_auth_config()
+    tenants = {"team-a": f"{namespace}-a", "team-b": f"{namespace}-b"}
+    accounts = {"registry-ns push": creds["push"], "registry-ns pull": creds["pull"]}
+    try:
+        for team, tenant in tenants.items():
+            cluster.kubectl("create", "namespace", tenant)
+            ref = {"name": NAME, "namespace": namespace}
+            for resource, kind in ((IMAGE_PUSH_SECRETS, "push"), (IMAGE_PULL_SECRETS, "pull")):
+                api.create(
+                    resource, {"metadata": {"name": "ci", "namespace": tenant}, "spec": {"registryRef": ref}}
+                )
+                accounts[f"{team} {kind}"] = credentials(wait_secret(api, tenant, f"image{kind}secret-ci"))
+        a, b = tenants["team-a"], tenants["team-b"]
+        # account → repository → actions docker_auth must grant (of pull,push asked)
+        expected = {
+            "team-a push": {f"{a}/app": {"pull", "push"}, f"{b}/app": set(), f"{a}/x/y": {"pull", "push"},
+                            "library/base": {"pull"}},
+            "team-a pull": {f"{a}/app": {"pull"}, f"{b}/app": set(), "library/base": {"pull"}},
+            "team-b push": {f"{b}/app": {"pull", "push"}, f"{a}/app": set(), "library/base": {"pull"}},
+            "registry-ns push": {f"{namespace}/app": {"pull", "push"}, "library/base": {"pull", "push"},
+                                 f"{a}/app": set()},
+            "registry-ns pull": {"library/base": {"pull"}, f"{a}/app": set()},
+        }  # fmt: skip
+        print(f"\ncase {'account':<18} {'repository':<42} {'docker_auth':<11} expected")
+        wrong = []
+        for account, repos in expected.items():
+            for repo, want in repos.items():
+                status, claims = stack.token(*accounts[account], f"repository:{repo}:pull,push")
+                got = granted(claims) if status == 200 else set()
+                shown, wanted = ",".join(sorted(got)) or "-", ",".join(sorted(want)) or "-"
+                print(f"case {account:<18} {repo:<42} {shown:<11} {wanted}")
+                if got != want:
+                    wrong.append((account, repo, got, want))
+        assert not wrong, wrong
+        # And a real client: team-a pushes its own repository, not team-b's.
+        assert client.push(accounts["team-a push"], f"{a}/app").returncode == 0
+        assert client.push(accounts["team-a push"], f"{b}/app").returncode != 0
+        print("case repositoryScope Namespace: team-a pushes team-a/app, not team-b/app: ok")
+    finally:
+        for tenant in tenants.values():
+            cluster.kubectl("delete", "namespace", tenant, "--wait=false")

@@ -216,6 +216,12 @@ class AuthSpec(ApiModel):
     """Who may get credentials: when set, only secret CRs of these namespaces (and the registry's own)
     get accounts; others become Ready=False with reason NamespaceNotAllowed and lose their accounts.
     Unset: any namespace the operator watches."""
+    repository_scope: Literal["Registry", "Namespace"] | None = None
+    """Which repositories the default ACL lets an account touch: `Registry` (any; also when unset),
+    or `Namespace`:
+    an account of namespace N pushes and pulls only `N/...`, every account may pull `library/...`,
+    and push accounts of the registry's own namespace may push `library/...` (shared base images).
+    Ignored when `acl` is set (a custom ACL decides everything)."""
 
     acl: list[AclEntry] | None = Field(default=None, max_length=256)
     """docker_auth ACL replacing the default (push accounts push and pull, pull accounts pull,

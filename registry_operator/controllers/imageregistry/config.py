@@ -33,14 +33,18 @@ from registry_operator.kube.client import Client
 from registry_operator.kube.events import EventRecorder
 
 
-def acl_of(spec: ImageRegistrySpec) -> list[dict[str, Any]] | None:
-    """`spec.auth.acl` in docker_auth's format; None selects the default ACL.
+def acl_of(spec: ImageRegistrySpec, registry_namespace: str) -> list[dict[str, Any]] | None:
+    """`spec.auth.acl` in docker_auth's format; None selects the default ACL, and
+    `repositoryScope: Namespace` the namespace-scoped one.
 
     An empty list denies everyone, as the API documents (docker_auth itself would refuse an empty
     ACL, so it is written as one deny-all rule).
     """
-    if spec.auth is None or spec.auth.acl is None:
+    if spec.auth is None:
         return None
+    if spec.auth.acl is None:
+        scoped = spec.auth.repository_scope == "Namespace"
+        return dockerauth.namespace_scoped_acl(registry_namespace) if scoped else None
     if not spec.auth.acl:
         return [{"match": {}, "actions": [], "comment": "spec.auth.acl is empty: deny everything"}]
     return [entry.to_dict() for entry in spec.auth.acl]
@@ -71,7 +75,7 @@ def render_auth_config(ctx: RegistryContext) -> str:
         server_addr=f":{c.AUTH_PORT}",
         server_cert_path=f"{TLS_DIR}/tls.crt",
         server_key_path=f"{TLS_DIR}/tls.key",
-        acl=acl_of(ctx.spec),
+        acl=acl_of(ctx.spec, ctx.namespace),
     )
 
 
