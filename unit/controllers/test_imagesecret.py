@@ -677,19 +677,24 @@ def test_rotate_now_annotation_rotates_once_per_new_value(h: Harness, kind: Imag
     assert len(h.accounts()) == 3
 
 
-@pytest.mark.parametrize("kind", kinds())
-def test_a_rotation_cut_before_its_account_was_created_is_finished_not_repeated(
-    h: Harness, kind: ImageSecretKind
-) -> None:
+def cut_rotate_now(h: Harness, kind: ImageSecretKind, cut: tuple[str, str]) -> None:
+    """A converged CR gets a rotate-now; the pass that claims rotation #2 loses the `cut` request."""
     h.add_cr(kind)
     h.converge(kind)
     cr = h.cr(kind)
     cr["metadata"].setdefault("annotations", {})[c.ANNOTATION_ROTATE] = "now"
     h.api.update(kind.resource, cr)
     h.sync()
-    h.api.fail[("POST", IMAGE_REGISTRY_ACCOUNTS.plural)] = ApiError(503, "ServiceUnavailable", "cut")
+    h.api.fail[cut] = ApiError(503, "ServiceUnavailable", "cut")
     with pytest.raises(ReconcileError):
         h.reconcile(kind)
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_a_rotation_cut_before_its_account_was_created_is_finished_not_repeated(
+    h: Harness, kind: ImageSecretKind
+) -> None:
+    cut_rotate_now(h, kind, ("POST", IMAGE_REGISTRY_ACCOUNTS.plural))
     assert h.cr(kind)["status"]["rotation"] == 2  # claimed, but no account #2 yet
 
     h.converge(kind)
@@ -705,15 +710,7 @@ def test_a_rotation_cut_before_its_account_was_created_is_finished_not_repeated(
 def test_a_rotation_cut_before_its_secret_was_written_is_finished_with_the_same_account(
     h: Harness, kind: ImageSecretKind
 ) -> None:
-    h.add_cr(kind)
-    h.converge(kind)
-    cr = h.cr(kind)
-    cr["metadata"].setdefault("annotations", {})[c.ANNOTATION_ROTATE] = "now"
-    h.api.update(kind.resource, cr)
-    h.sync()
-    h.api.fail[("APPLY", SECRETS.plural)] = ApiError(503, "ServiceUnavailable", "cut")
-    with pytest.raises(ReconcileError):
-        h.reconcile(kind)
+    cut_rotate_now(h, kind, ("APPLY", SECRETS.plural))
     assert plain(h.secret(kind))["username"] == f"{kind.mode}.{NS}.example.1"  # account #2 exists
 
     h.converge(kind)
