@@ -29,6 +29,9 @@ from registry_operator.kube.resources import CONFIGMAPS, LEASES
 
 REPO = Path(__file__).resolve().parents[2]
 FAILOVER_BUDGET_SECONDS = 17.0
+# Setup only, not the behaviour under test: on a loaded 2-core machine the holder's create can time
+# out client-side after it landed, and the next attempt (retry period + jitter) then confirms it.
+FIRST_LEADING_SECONDS = 30.0
 
 
 class ManagerProcess:
@@ -83,7 +86,8 @@ class ManagerProcess:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{self.identity}: no {event!r} within {timeout}s; log {self.log_path}")
+                tail = "".join(self.log_path.read_text().splitlines(keepends=True)[-20:])
+                raise AssertionError(f"{self.identity}: no {event!r} within {timeout}s; log tail:\n{tail}")
             try:
                 line = self.lines.get(timeout=remaining)
             except queue.Empty:
@@ -150,7 +154,7 @@ def test_one_leader_reconciles_and_a_standby_takes_over_after_sigkill(
         wait_for(lambda: holder() in managers, 30, "a lease holder")
         leader = managers[holder()]
         standby = next(m for m in managers.values() if m is not leader)
-        leader.wait_event("leading", 10)
+        leader.wait_event("leading", FIRST_LEADING_SECONDS)
 
         create_probe(client, namespace, "probe-1")
         wait_for(
@@ -213,7 +217,7 @@ def leader_and_standby(
             manager.wait_event("serving", 60)
         wait_for(lambda: lease_holder(client, namespace, lease) in managers, 30, "a lease holder")
         leader = managers[lease_holder(client, namespace, lease)]
-        leader.wait_event("leading", 10)
+        leader.wait_event("leading", FIRST_LEADING_SECONDS)
         yield leader, next(m for m in managers.values() if m is not leader)
     finally:
         for manager in managers.values():
