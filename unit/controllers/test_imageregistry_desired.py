@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+import acl_model
 import pytest
 import yaml
 
@@ -280,53 +280,41 @@ def test_auth_config_serves_tls_signs_with_the_token_key_and_asks_the_sidecar() 
     }
 
 
-def _glob_or_regex(pattern: str, value: str) -> bool:
-    if len(pattern) > 1 and pattern.startswith("/") and pattern.endswith("/"):
-        return re.search(pattern[1:-1], value) is not None
-    return re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), value) is not None
+BOTH = {"pull", "push"}
 
 
-def acl_actions(acl: list[dict[str, Any]], account: str, labels: Mapping[str, list[str]]) -> list[str] | None:
-    """docker_auth's ACL semantics for account/label matches: the first matching rule decides; None
-    means no rule matched (docker_auth then denies)."""
-    for rule in acl:
-        match = rule["match"]
-        if "account" in match and not _glob_or_regex(match["account"], account):
-            continue
-        if any(
-            not any(_glob_or_regex(pattern, value) for value in labels.get(key, []))
-            for key, pattern in (match.get("labels") or {}).items()
-        ):
-            continue
-        return list(rule["actions"])
-    return None
+def granted(acl: list[dict[str, Any]], account: str, labels: Mapping[str, list[str]]) -> set[str]:
+    """What docker_auth grants on `team/app`, by the model the ACL fidelity table holds to the real server."""
+    return acl_model.allowed(acl, account=account, labels=labels, name="team/app", requested=BOTH)
 
 
 def test_default_acl_denies_anonymous_and_grants_by_label() -> None:
     """Regression (B2): the original's ACL matched everyone and granted push."""
     acl = yaml.safe_load(render_auth_config(context()))["acl"]
     assert acl[0] == {"match": {"account": ""}, "actions": [], "comment": "anonymous users get nothing"}
-    assert acl_actions(acl, "", {}) == []
+    assert granted(acl, "", {}) == set()
     # A wrong password never gets labels (the sidecar denies), so such a caller is anonymous at best.
     push = {"origin": ["cr"], "account": ["push.ns.app.1"], "accessMode": ["push"]}
-    assert acl_actions(acl, "push.ns.app.1", push) == ["pull", "push"]
+    assert granted(acl, "push.ns.app.1", push) == {"pull", "push"}
     pull = {"origin": ["cr"], "account": ["pull.ns.app.1"], "accessMode": ["pull"]}
-    assert acl_actions(acl, "pull.ns.app.1", pull) == ["pull"]
-    assert acl_actions(acl, "static", {"origin": ["cr"], "account": ["static"]}) == ["pull"]
+    assert granted(acl, "pull.ns.app.1", pull) == {"pull"}
+    assert granted(acl, "static", {"origin": ["cr"], "account": ["static"]}) == {"pull"}
     # Without the sidecar's labels (another authenticator), nothing matches: deny.
-    assert acl_actions(acl, "someone", {}) is None
+    assert granted(acl, "someone", {}) == set()
 
 
 def test_custom_acl_replaces_the_default() -> None:
     acl = [{"match": {"account": "/.+/", "name": "${labels:namespace}/*"}, "actions": ["push", "pull"]}]
     rendered = yaml.safe_load(render_auth_config(context(auth={"acl": acl})))["acl"]
     assert rendered == acl
+    assert granted(rendered, "bot", {"namespace": ["team"]}) == BOTH
+    assert granted(rendered, "bot", {"namespace": ["other"]}) == set()
 
 
 def test_empty_custom_acl_denies_everyone() -> None:
     rendered = yaml.safe_load(render_auth_config(context(auth={"acl": []})))["acl"]
     assert [rule["actions"] for rule in rendered] == [[]]
-    assert acl_actions(rendered, "anyone", {"origin": ["cr"], "accessMode": ["push"]}) == []
+    assert granted(rendered, "anyone", {"origin": ["cr"], "accessMode": ["push"]}) == set()
 
 
 def test_an_acl_docker_auth_would_reject_raises() -> None:
