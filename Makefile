@@ -28,7 +28,7 @@ deps: ## build/cache the real control plane, registry, promtool and skopeo (~/.c
 test: venv deps lint ## everything CI runs: lint, unit tests, e2e tests on a real control plane
 	$(BIN)/python -m pytest unit e2e $(PYTEST_ARGS)
 
-unit: venv ## fast tests, no cluster (needs busybox for the ext_auth shim tests, promtool for the alert tests)
+unit: venv ## fast tests, no cluster (needs busybox for the ext_auth tests, promtool for the alert tests)
 	hack/build-deps.sh debian-tools promtool
 	$(BIN)/python -m pytest unit $(PYTEST_ARGS)
 

@@ -2,10 +2,8 @@
 
 * `account_expiry`: when an account stops working (`creationTimestamp + spec.ttl`);
 * `verify_account_password`: the bcrypt check of a password against `spec.password`;
-* `shim_script`: the docker_auth `ext_auth` shim (`data/ext_auth_shim.sh`) the controller mounts
-  into the docker_auth container;
-* `DEFAULT_AUTHN_PORT`, `AUTHN_PATH`, `HEALTH_PATH`: where the sidecar listens and what the shim
-  and the probes call.
+* `DEFAULT_AUTHN_PORT`, `AUTHN_PATH`, `HEALTH_PATH`: where the sidecar listens and what docker_auth's
+  `ext_auth` and the probes call.
 
 The sidecar (`authn.py`) and the controllers both import this module; controllers never import
 the sidecar.
@@ -16,7 +14,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 from registry_operator.passwords import verify_password
@@ -24,7 +21,6 @@ from registry_operator.passwords import verify_password
 DEFAULT_AUTHN_PORT = 5002
 AUTHN_PATH = "/authn"
 HEALTH_PATH = "/healthz"
-SHIM_RESOURCE = "data/ext_auth_shim.sh"
 
 Account = Mapping[str, Any]
 
@@ -89,7 +85,3 @@ def verify_account_password(account: Account, password: str) -> bool:
     hashed = (account.get("spec") or {}).get("password")
     return isinstance(hashed, str) and bool(hashed) and verify_password(password, hashed)
 
-
-def shim_script() -> str:
-    """The ext_auth shim (POSIX sh + busybox wget) to mount into the docker_auth container."""
-    return resources.files("registry_operator").joinpath(SHIM_RESOURCE).read_text(encoding="utf-8")

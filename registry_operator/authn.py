@@ -1,9 +1,10 @@
 """The authn sidecar: decides docker_auth logins against ImageRegistryAccounts.
 
-docker_auth's `ext_auth` runs `data/ext_auth_shim.sh`, which POSTs `<user> <password>` to
-`http://127.0.0.1:<port>/authn` here. Answers: 200 + `{"labels": {...}}` (allow), 401 (deny),
-404 (no match: docker_auth tries its next authenticator, and with none left refuses the login),
-400 (malformed request), 503 (account lookup failed); the shim maps them to exit codes 0/1/2/3.
+docker_auth's `ext_auth` runs busybox `wget` (`dockerauth.ext_auth_command`), which POSTs
+`<user> <password>` to `http://127.0.0.1:<port>/authn` here. Answers: 200 + `{"labels": {...}}`
+(allow), 401 (deny), 404 (no match), 400 (malformed request), 503 (account lookup failed or all
+bcrypt slots busy). wget exits 0 only for 200, so docker_auth denies every other answer; the codes
+tell the cases apart in this sidecar's log and for other callers.
 
 Decision (`authenticate`, pure):
 * empty user or password, or unknown user → no match;
@@ -24,6 +25,7 @@ import enum
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import unicodedata
@@ -52,6 +54,7 @@ MAX_HANDLER_THREADS = 64  # connections beyond this get 503 at once (docker_auth
 MAX_CONCURRENT_BCRYPT = 2  # bcrypt is CPU bound; more in parallel only adds latency
 BCRYPT_SLOT_WAIT_SECONDS = 1.0  # then 503 rather than queueing without bound
 FAILED_CACHE_TTL_SECONDS = 30.0  # a repeated wrong password is denied without a bcrypt run
+BCRYPT_NICENESS = 10  # bcrypt yields the CPU to cheap (cached) checks: see lower_thread_priority
 
 Labels = dict[str, list[str]]
 AccountVerifier = Callable[[Account, str], bool]
@@ -131,6 +134,20 @@ def authenticate(
 # Cache of successful bcrypt checks
 
 
+def lower_thread_priority(niceness: int = BCRYPT_NICENESS) -> None:
+    """Run the calling thread at `niceness` or lower priority (Linux: niceness is per thread).
+
+    For the thread that is about to run bcrypt: under a burst of wrong passwords, cached checks of
+    good logins then get the CPU first instead of queueing behind bcrypt runs. A handler thread
+    serves one connection (docker_auth's wget sends one request each) and ends with it, so the lower
+    priority never outlives the check. Raising priority back would need CAP_SYS_NICE: never tried.
+    """
+    with contextlib.suppress(OSError):
+        thread = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
+
+
 class VerifierBusy(Exception):
     """Every bcrypt slot stayed busy: the sidecar answers 503 (docker_auth reports an error)."""
 
@@ -155,6 +172,7 @@ class CachingVerifier:
         slot_wait: float = BCRYPT_SLOT_WAIT_SECONDS,
         failed_ttl: float = FAILED_CACHE_TTL_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        deprioritize: bool = False,
     ):
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
@@ -168,6 +186,8 @@ class CachingVerifier:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._slot_wait = slot_wait
         self._monotonic = monotonic
+        # Only for threads that end after the check (the HTTP server's handlers): see lower_thread_priority.
+        self.deprioritize = deprioritize
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -199,6 +219,8 @@ class CachingVerifier:
         if not self._slots.acquire(timeout=self._slot_wait):
             raise VerifierBusy("all bcrypt slots are busy")
         try:
+            if self.deprioritize:
+                lower_thread_priority()
             verified = self._verify(account, password)
         finally:
             self._slots.release()
@@ -264,7 +286,7 @@ class _AuthnRequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         server = cast(AuthnHTTPServer, self.server)
         if self.path != AUTHN_PATH:
-            # Not 404: the shim reads 404 as "no match".
+            # Not 404, which means "no such account".
             self._respond(400, b"", "text/plain")
             return
         try:
@@ -312,7 +334,7 @@ class AuthnHTTPServer(ThreadingHTTPServer):
         logger: logging.Logger | None = None,
     ) -> None:
         self.lookup = lookup
-        self.verify: AccountVerifier = verify if verify is not None else CachingVerifier()
+        self.verify: AccountVerifier = verify if verify is not None else CachingVerifier(deprioritize=True)
         self.clock = clock
         self.logger = logger or _log
         self._handlers = threading.BoundedSemaphore(self.max_threads)

@@ -81,7 +81,7 @@ def run_operator(*, controller_spec: str = "*", kubeconfig: str | None = None) -
 
 
 def run_authn_server(*, namespace: str, port: int = DEFAULT_AUTHN_PORT, kubeconfig: str | None = None) -> int:
-    """Answer the docker_auth ext_auth shim from an informer on this namespace's accounts only."""
+    """Answer docker_auth's ext_auth (busybox wget) from an informer on this namespace's accounts only."""
     logsetup.configure()
     if not namespace:
         return _fail("authn-server needs --namespace (or the NAMESPACE env var)")

@@ -10,12 +10,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from registry_operator import accounts, authn, passwords
+from registry_operator import accounts, authn, dockerauth, passwords
 from registry_operator.authn import AuthnHTTPServer, CachingVerifier, Decision
 
 CREATED = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -249,6 +248,30 @@ def test_bcrypt_runs_are_capped_and_a_full_verifier_is_busy() -> None:
     assert running == [1]
 
 
+def test_bcrypt_runs_at_lower_priority_in_the_handler_thread_only() -> None:
+    """Under a burst of wrong passwords, cached checks of good logins get the CPU before bcrypt."""
+    seen: dict[str, int] = {}
+
+    def verify(account: accounts.Account, password: str) -> bool:
+        seen["niceness"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return True
+
+    main_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    verifier = CachingVerifier(verify, deprioritize=True)
+    handler = threading.Thread(target=verifier, args=(make_account(), "pw"))
+    handler.start()
+    handler.join(5)
+    assert seen["niceness"] >= authn.BCRYPT_NICENESS
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_niceness
+    # The HTTP server's own verifier does it; one built for other callers does not.
+    server = AuthnHTTPServer(lambda _name: None, port=0)
+    try:
+        assert isinstance(server.verify, CachingVerifier) and server.verify.deprioritize
+    finally:
+        server.server_close()
+    assert not CachingVerifier(verify).deprioritize
+
+
 def test_cache_misses_after_account_change() -> None:
     inner = RecordingVerifier()
     cache = CachingVerifier(inner)
@@ -460,94 +483,75 @@ def test_logs_never_contain_the_password(
 
 
 # --------------------------------------------------------------------------------------------------
-# The ext_auth shim, run with busybox (what the stock docker_auth image has)
-
-
-def test_shim_script_is_packaged() -> None:
-    script = accounts.shim_script()
-    assert script.startswith("#!/bin/sh\n")
-    shipped = Path(accounts.__file__).parent / "data" / "ext_auth_shim.sh"
-    assert script == shipped.read_text()
-
+# docker_auth's ext_auth command (busybox wget, as in the stock docker_auth image), run as docker_auth
+# runs it: the rendered command and args, `<user> <password>` on stdin, exit code and stdout read.
 
 BUSYBOX = shutil.which("busybox")
 
 
-RunShim = Callable[[str, bytes], subprocess.CompletedProcess[bytes]]
+RunExtAuth = Callable[[str, bytes], subprocess.CompletedProcess[bytes]]
 
 
-@pytest.fixture(params=["sh, busybox on PATH", "busybox sh, busybox on PATH", "sh, applets only"])
-def run_shim(request: pytest.FixtureRequest, tmp_path: Path) -> RunShim:
-    """Run the shim as docker_auth does: `sh <shim> <url>`, credentials on stdin.
-
-    "applets only" mimics the alpine-based docker_auth image, where wget, sed and tail are busybox
-    applets and no `busybox` name is on PATH.
-    """
+@pytest.fixture
+def run_ext_auth() -> RunExtAuth:
     # A prerequisite, never a reason to skip: `make unit`/`make test` install it (hack/build-deps.sh).
     assert BUSYBOX is not None, "busybox is required: run hack/build-deps.sh debian-tools"
-    shell, _, path_kind = request.param.partition(", ")
-    shell_argv = [BUSYBOX, "sh"] if shell == "busybox sh" else [shutil.which("sh") or "/bin/sh"]
-    if path_kind == "applets only":
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        for applet in ("wget", "sed", "tail"):
-            (bin_dir / applet).symlink_to(BUSYBOX)
-        path = str(bin_dir)
-    else:
-        path = os.environ.get("PATH", "")
-    shim = tmp_path / "ext_auth_shim.sh"
-    shim.write_text(accounts.shim_script())
-    shim.chmod(0o644)  # mounted from a ConfigMap: not executable; docker_auth runs it through sh
 
     def run(url: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-        # A proxy in the environment must be ignored for the loopback call.
-        env = {"PATH": path, "http_proxy": "http://127.0.0.1:9/"}
+        ext_auth = dockerauth.ext_auth_command(url, busybox=BUSYBOX)
+        # A proxy in docker_auth's environment must never see the credentials.
+        env = {"PATH": "/nonexistent", "http_proxy": "http://127.0.0.1:9/"}
         return subprocess.run(
-            [*shell_argv, str(shim), url], input=stdin, capture_output=True, env=env, timeout=30
+            [ext_auth["command"], *ext_auth["args"]], input=stdin, capture_output=True, env=env, timeout=30
         )
 
     return run
 
 
-def test_shim_allow_prints_labels(server: AuthnHTTPServer, run_shim: RunShim) -> None:
-    url = f"http://127.0.0.1:{server.port}/authn"
-    done = run_shim(url, f"push.ns.example.1 {PASSWORD}".encode())
+def test_ext_auth_allow_prints_labels(server: AuthnHTTPServer, run_ext_auth: RunExtAuth) -> None:
+    done = run_ext_auth(f"http://127.0.0.1:{server.port}/authn", f"push.ns.example.1 {PASSWORD}".encode())
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["labels"]["account"] == ["push.ns.example.1"]
 
 
 @pytest.mark.parametrize(
-    ("stdin", "code"),
+    "stdin",
     [
-        (f"push.ns.example.1 {PASSWORD}-wrong".encode(), 1),
-        (f"expired {PASSWORD}".encode(), 1),
-        (f"nobody {PASSWORD}".encode(), 2),
-        (b" ", 2),
+        f"push.ns.example.1 {PASSWORD}-wrong".encode(),
+        f"expired {PASSWORD}".encode(),
+        f"nobody {PASSWORD}".encode(),
+        b" ",
     ],
 )
-def test_shim_deny_and_no_match(server: AuthnHTTPServer, run_shim: RunShim, stdin: bytes, code: int) -> None:
-    done = run_shim(f"http://127.0.0.1:{server.port}/authn", stdin)
-    assert done.returncode == code, done.stderr
+def test_ext_auth_denies_every_other_answer(
+    server: AuthnHTTPServer, run_ext_auth: RunExtAuth, stdin: bytes
+) -> None:
+    """docker_auth reads exit 1 as "denied": wrong password, expired and unknown accounts alike."""
+    done = run_ext_auth(f"http://127.0.0.1:{server.port}/authn", stdin)
+    assert done.returncode == 1, done.stderr
     assert done.stdout == b""
 
 
-def test_shim_errors_exit_3_without_leaking(
-    server: AuthnHTTPServer, directory: Directory, run_shim: RunShim
+def test_ext_auth_fails_closed_without_leaking_when_the_sidecar_errs(
+    server: AuthnHTTPServer, directory: Directory, run_ext_auth: RunExtAuth
 ) -> None:
     directory.fail = True
-    done = run_shim(f"http://127.0.0.1:{server.port}/authn", f"push.ns.example.1 {PASSWORD}".encode())
-    assert done.returncode == 3
-    assert b"HTTP status: 503" in done.stderr
-    assert PASSWORD.encode() not in done.stderr + done.stdout
+    done = run_ext_auth(f"http://127.0.0.1:{server.port}/authn", f"push.ns.example.1 {PASSWORD}".encode())
+    assert done.returncode == 1
+    assert done.stdout == b""
+    assert b"503" in done.stderr
+    assert PASSWORD.encode() not in done.stderr
 
 
-def test_shim_sidecar_down_exits_3(run_shim: RunShim, server: AuthnHTTPServer) -> None:
+def test_ext_auth_fails_closed_when_the_sidecar_is_down(
+    run_ext_auth: RunExtAuth, server: AuthnHTTPServer
+) -> None:
     port = server.port
     server.shutdown()
     server.server_close()
-    done = run_shim(f"http://127.0.0.1:{port}/authn", f"push.ns.example.1 {PASSWORD}".encode())
-    assert done.returncode == 3
-    assert b"HTTP status: none" in done.stderr
+    done = run_ext_auth(f"http://127.0.0.1:{port}/authn", f"push.ns.example.1 {PASSWORD}".encode())
+    assert done.returncode == 1
+    assert done.stdout == b""
     assert PASSWORD.encode() not in done.stderr
 
 

@@ -146,7 +146,6 @@ def _pod_docker_auth(**overrides: Any) -> dict[str, Any]:
         "token_issuer": dockerauth.token_issuer(HOSTNAME),
         "token_cert_path": "/token/tls.crt",
         "token_key_path": "/token/tls.key",
-        "ext_auth_shim_path": "/shim/ext_auth_shim.sh",
         "authn_url": "http://127.0.0.1:5002/authn",
     }
     params.update(overrides)
@@ -164,8 +163,17 @@ def test_docker_auth_config_for_the_pod() -> None:
         "disable_legacy_key_id": True,
     }
     assert config["ext_auth"] == {
-        "command": "/bin/sh",
-        "args": ["/shim/ext_auth_shim.sh", "http://127.0.0.1:5002/authn"],
+        "command": "/bin/busybox",
+        "args": [
+            "wget",
+            "-q",
+            "-Y",
+            "off",
+            "-O",
+            "-",
+            "--post-file=/dev/stdin",
+            "http://127.0.0.1:5002/authn",
+        ],
     }
     assert config["acl"] == dockerauth.default_acl()
     assert set(config) == {"server", "token", "ext_auth", "acl"}
@@ -178,7 +186,6 @@ def test_docker_auth_config_yaml_round_trip() -> None:
         "token_issuer": "iss",
         "token_cert_path": "/t.crt",
         "token_key_path": "/t.key",
-        "ext_auth_shim_path": "/shim.sh",
         "authn_url": "http://127.0.0.1:5002/authn",
     }
     rendered = dockerauth.render_docker_auth_config(**params)

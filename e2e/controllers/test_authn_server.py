@@ -11,6 +11,7 @@ unit/test_dockerauth.py), and the registry side of the token flow by test_imager
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -24,15 +25,16 @@ from pathlib import Path
 import pytest
 
 from e2e.kube.support import wait_for
-from registry_operator.accounts import shim_script
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until
+from registry_operator.dockerauth import ext_auth_command
 from registry_operator.kube.client import Client
 from registry_operator.passwords import hash_password
 
 PASSWORD = "correct-horse-battery"
-SHIM_ALLOW, SHIM_DENY, SHIM_NO_MATCH = 0, 1, 2
+# docker_auth's reading of the ext_auth exit code.
+EXT_AUTH_ALLOW, EXT_AUTH_DENY = 0, 1
 
 
 @pytest.fixture
@@ -49,8 +51,6 @@ class Authn:
     def __init__(self, cluster: LocalCluster, namespace: str, workdir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/authn"
-        self.shim = workdir / "ext_auth_shim.sh"
-        self.shim.write_text(shim_script())
         self.process = ManagedProcess(
             "authn-server",
             [
@@ -78,10 +78,13 @@ class Authn:
         except urllib.error.HTTPError as error:
             return error.code, None
 
-    def shim_exit(self, user: str, password: str) -> tuple[int, str]:
-        # docker_auth writes "<user> <password>" to stdin, without a newline.
+    def ext_auth_exit(self, user: str, password: str) -> tuple[int, str]:
+        """The rendered ext_auth command, run as docker_auth runs it: "<user> <password>" on stdin."""
+        busybox = shutil.which("busybox")
+        assert busybox, "busybox is required: hack/build-deps.sh debian-tools"
+        ext_auth = ext_auth_command(self.url, busybox=busybox)
         result = subprocess.run(
-            ["sh", str(self.shim), self.url],
+            [ext_auth["command"], *ext_auth["args"]],
             input=f"{user} {password}",
             capture_output=True,
             text=True,
@@ -111,35 +114,35 @@ def test_authn_server_decides_logins_from_the_namespaces_accounts(
         status, labels = authn.http("alice", PASSWORD)
         assert status == 200
         assert labels == {"accessMode": ["push"], "team": ["a"], "origin": ["cr"], "account": ["alice"]}
-        code, stdout = authn.shim_exit("alice", PASSWORD)
-        assert code == SHIM_ALLOW
+        code, stdout = authn.ext_auth_exit("alice", PASSWORD)
+        assert code == EXT_AUTH_ALLOW
         assert json.loads(stdout)["labels"]["account"] == ["alice"]
 
         # Wrong password: denied (the original's plugin let anyone in: bug B2).
         assert authn.http("alice", "wrong")[0] == 401
-        assert authn.shim_exit("alice", "wrong")[0] == SHIM_DENY
-        # Unknown user: no match (docker_auth then refuses the login).
+        assert authn.ext_auth_exit("alice", "wrong")[0] == EXT_AUTH_DENY
+        # Unknown user: no match, which docker_auth's ext_auth reads as denied.
         assert authn.http("nobody", PASSWORD)[0] == 404
-        assert authn.shim_exit("nobody", PASSWORD)[0] == SHIM_NO_MATCH
+        assert authn.ext_auth_exit("nobody", PASSWORD)[0] == EXT_AUTH_DENY
         # Anonymous (no credentials): no match.
         assert authn.http("", "")[0] == 404
 
         # An account of another namespace does not exist for this registry.
         assert authn.http("alien", PASSWORD)[0] == 404
-        assert authn.shim_exit("alien", PASSWORD)[0] == SHIM_NO_MATCH
+        assert authn.ext_auth_exit("alien", PASSWORD)[0] == EXT_AUTH_DENY
 
         # Expired (ttl past): denied even with the right password.
         created = datetime.fromisoformat(expired["metadata"]["creationTimestamp"])
         wait_for(lambda: time.time() > created.timestamp() + 1.5, 5, "the account's ttl to pass")
         assert authn.http("old", PASSWORD)[0] == 401
-        assert authn.shim_exit("old", PASSWORD)[0] == SHIM_DENY
+        assert authn.ext_auth_exit("old", PASSWORD)[0] == EXT_AUTH_DENY
 
         # A deleted account stops working within 2 s (the sidecar watches the accounts).
         assert authn.http("alice", PASSWORD)[0] == 200  # in the success cache now
         api.delete(IMAGE_REGISTRY_ACCOUNTS, "alice", namespace)
         took = wait_for(lambda: authn.http("alice", PASSWORD)[0] == 404, 2.0, "alice to stop working", 0.05)
         print(f"\ndeleted account refused after {took * 1000:.0f} ms")
-        assert authn.shim_exit("alice", PASSWORD)[0] == SHIM_NO_MATCH
+        assert authn.ext_auth_exit("alice", PASSWORD)[0] == EXT_AUTH_DENY
 
         # The password never reaches the log.
         assert PASSWORD not in authn.process.log_path.read_text()

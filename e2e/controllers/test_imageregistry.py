@@ -33,7 +33,6 @@ from e2e.controllers.imageregistry_support import (
 from e2e.kube.support import wait_for
 from e2e.support.operator import OperatorProcess
 from registry_operator import pki
-from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
 from registry_operator.controllers.resources import (
     CONFIGMAPS,
@@ -47,6 +46,7 @@ from registry_operator.controllers.resources import (
     STATEFULSETS,
 )
 from registry_operator.devenv.cluster import LocalCluster
+from registry_operator.dockerauth import ext_auth_command
 from registry_operator.kube.client import Client
 from registry_operator.kube.resources import Resource
 
@@ -190,7 +190,8 @@ def test_seed_registry_gets_every_child_and_becomes_ready(
         "comment": "anonymous users get nothing",
     }
     assert auth_config["token"]["issuer"] == f"Docker Registry Auth {hostname}"
-    assert config_map["data"]["ext_auth_shim.sh"] == shim_script()  # the shim test_authn_server.py runs
+    # The command test_authn_server.py runs against the sidecar.
+    assert auth_config["ext_auth"] == ext_auth_command("http://127.0.0.1:5002/authn")
     registry_config = yaml.safe_load(config_map["data"]["registry.yml"])
     assert registry_config["auth"]["token"]["issuer"] == auth_config["token"]["issuer"]
     assert registry_config["auth"]["token"]["realm"] == f"https://{hostname}:5001/auth"

@@ -1,5 +1,5 @@
 """The operator's registry stack as local processes: the real registry, the real docker_auth and the
-authn sidecar, with exactly the config, certificates, token key and ext_auth shim the operator wrote
+authn sidecar, with exactly the config, certificates, token key and ext_auth command the operator wrote
 to the API; only listen addresses and file paths are rewritten.
 
 Clients reach them under the registry's own hostname (the name in its certificate) through a small
@@ -123,8 +123,8 @@ class Stack:
     ca_pem: bytes = b""  # the CA clients verify with: the generated Secrets' ca.crt
     token_key_size: int = 0
 
-    def _fetch(self) -> tuple[dict[str, Any], dict[str, Any], str]:
-        """Registry config, docker_auth config and shim as the operator wrote them; files written."""
+    def _fetch(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Registry config and docker_auth config as the operator wrote them; key files written."""
         config_map = self.api.get(CONFIGMAPS, f"imageregistry-{self.name}-auth-config", self.namespace)
         registry = self.api.get(IMAGE_REGISTRIES, self.name, self.namespace)
         tls = self.api.get(SECRETS, registry["status"]["tlsSecretName"], self.namespace)
@@ -141,15 +141,11 @@ class Stack:
             path.chmod(0o600)
         self.token_key_size = x509.load_pem_x509_certificate(files["token.crt"]).public_key().key_size  # type: ignore[union-attr]
         data = config_map["data"]
-        return (
-            yaml.safe_load(data["registry.yml"]),
-            yaml.safe_load(data["auth_config.yml"]),
-            data["ext_auth_shim.sh"],
-        )
+        return yaml.safe_load(data["registry.yml"]), yaml.safe_load(data["auth_config.yml"])
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        registry_config, auth_config, shim = self._fetch()
+        registry_config, auth_config = self._fetch()
         http_secret = decoded(
             self.api.get(SECRETS, f"imageregistry-{self.name}-http-secret", self.namespace), "http-secret"
         )
@@ -160,7 +156,7 @@ class Stack:
         registry_config["auth"]["token"]["rootcertbundle"] = str(wd / "token.crt")
         registry_config["storage"]["filesystem"]["rootdirectory"] = str(wd / "data")
         (wd / "registry.yml").write_text(yaml.safe_dump(registry_config))
-        self.write_auth_config(auth_config, shim)
+        self.write_auth_config(auth_config)
         env = {**os.environ, **dockerauth.REGISTRY_ENV, "REGISTRY_HTTP_SECRET": http_secret.decode()}
         registry_bin = binaries.ensure("registry")["registry"].path("registry")
         self._run("registry", [str(registry_bin), "serve", str(wd / "registry.yml")], env)
@@ -179,21 +175,23 @@ class Stack:
         wait_until("authn", lambda: _tcp_open(self.authn_port), 60, self.processes["authn"])
         return self
 
-    def write_auth_config(self, auth_config: dict[str, Any], shim: str) -> None:
+    def write_auth_config(self, auth_config: dict[str, Any]) -> None:
         wd = self.workdir
-        (wd / "ext_auth_shim.sh").write_text(shim)
         auth_config["server"]["addr"] = f"127.0.0.1:{self.auth_port}"
         auth_config["server"]["certificate"] = str(wd / "tls.crt")
         auth_config["server"]["key"] = str(wd / "tls.key")
         auth_config["token"]["certificate"] = str(wd / "token.crt")
         auth_config["token"]["key"] = str(wd / "token.key")
+        # ext_auth: the image's busybox is this machine's; the sidecar's port is ours. Nothing else changes.
         command, args = auth_config["ext_auth"]["command"], auth_config["ext_auth"]["args"]
-        assert command == "/bin/sh" and len(args) == 2, auth_config["ext_auth"]
-        authn_url = urllib.parse.urlsplit(args[1])
-        auth_config["ext_auth"]["args"] = [
-            str(wd / "ext_auth_shim.sh"),
-            f"http://127.0.0.1:{self.authn_port}{authn_url.path}",
-        ]
+        assert command == dockerauth.BUSYBOX and args[0] == "wget", auth_config["ext_auth"]
+        busybox = shutil.which("busybox")
+        assert busybox, "busybox is required: hack/build-deps.sh debian-tools"
+        authn_url = urllib.parse.urlsplit(args[-1])
+        auth_config["ext_auth"] = {
+            "command": busybox,
+            "args": [*args[:-1], f"http://127.0.0.1:{self.authn_port}{authn_url.path}"],
+        }
         (wd / "auth_config.yml").write_text(yaml.safe_dump(auth_config))
 
     def start_docker_auth(self) -> None:
@@ -202,22 +200,22 @@ class Stack:
         self._run(
             "docker_auth",
             [str(self.docker_auth_bin), "--v=2", "--logtostderr", str(self.workdir / "auth_config.yml")],
-            {**os.environ, "PATH": f"{_busybox_path(self.workdir)}:{os.environ.get('PATH', '')}"},
+            dict(os.environ),
         )
         wait_until("docker_auth", lambda: _tcp_open(self.auth_port), 30, self.processes["docker_auth"])
 
     def reload_auth_config(self) -> None:
         """Take the operator's current docker_auth config (e.g. after an ACL change) and restart."""
-        _, auth_config, shim = self._fetch()
-        self.write_auth_config(auth_config, shim)
+        _, auth_config = self._fetch()
+        self.write_auth_config(auth_config)
         self.start_docker_auth()
 
     def use_acl(self, acl: list[dict[str, Any]]) -> None:
         """The operator's current docker_auth config with only `acl` replaced (validated as the
         operator validates `spec.auth.acl`); restart docker_auth."""
-        _, auth_config, shim = self._fetch()
+        _, auth_config = self._fetch()
         auth_config["acl"] = dockerauth.validate_acl(acl)
-        self.write_auth_config(auth_config, shim)
+        self.write_auth_config(auth_config)
         self.start_docker_auth()
 
     def _run(self, name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -279,14 +277,3 @@ def _tcp_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _busybox_path(workdir: Path) -> str:
-    """A PATH directory where `wget` is busybox, as in the stock docker_auth image."""
-    bin_dir = workdir / "busybox-bin"
-    if not bin_dir.exists():
-        bin_dir.mkdir()
-        target = shutil.which("busybox")
-        assert target, "busybox is required: hack/build-deps.sh debian-tools"
-        (bin_dir / "wget").symlink_to(target)
-    return str(bin_dir)

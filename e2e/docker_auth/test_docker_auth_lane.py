@@ -2,7 +2,7 @@
 
 The real control plane + operator render an ImageRegistry and its push/pull Secrets; the real
 registry, docker_auth (`DOCKER_AUTH_BIN`) and authn sidecar run as local processes with exactly the
-config, certificates, token key (RSA-2048: registry v3 verifies it) and ext_auth shim the operator
+config, certificates, token key (RSA-2048: registry v3 verifies it) and ext_auth command the operator
 wrote; skopeo verifies TLS with the Secret's `ca.crt`. Run: `make e2e-docker-auth DOCKER_AUTH_BIN=…`.
 """
 
@@ -173,8 +173,8 @@ def test_token_flow_push_pull_refusals_rotation_and_revocation(
     user, password = creds["pull"]
     assert client.pull((user, password + "x"), repo).returncode != 0
     assert stack.token(user, password + "x", f"repository:{repo}:pull")[0] == 401
-    # docker_auth refuses an anonymous token request outright: the shim's sidecar has no match for
-    # the empty user, and with no other authenticator that is a failed login.
+    # docker_auth refuses an anonymous token request outright: the sidecar has no match for the
+    # empty user, which ext_auth reports as a failed login.
     assert stack.token(None, None, f"repository:{repo}:pull")[0] == 401
     print("case anonymous and wrong password refused: ok")
 

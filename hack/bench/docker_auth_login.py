@@ -1,6 +1,7 @@
 """Login benchmark through the real docker_auth + ext_auth shim + authn sidecar (needs DOCKER_AUTH_BIN).
 
 Token requests (`GET /auth`, basic auth, one pull account, bcrypt cost 10) over TLS with keep-alive,
+with the ext_auth command the operator renders (busybox wget; a baseline tree's shell shim if it has one),
 at 1, 8 and 32 concurrent clients for 10 s each: p50/p99, requests/s, the client's own CPU. Then a
 burst of 500 wrong passwords (all distinct) at 32 clients while one client keeps logging in with
 the good password: sidecar peak RSS and threads, burst duration, p50/p99 of the good logins.
@@ -17,8 +18,8 @@ import http.client
 import os
 import re
 import secrets
+import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -91,7 +92,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def load(port: int, ca: bytes, user: str, password: str, clients: int, seconds: float) -> dict[str, float]:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own CPU, CPU of reaped children) of a process, in seconds: docker_auth's children are the shims."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime) / tick, (cutime + cstime) / tick
+
+
+def load(
+    port: int, ca: bytes, user: str, password: str, clients: int, seconds: float, servers: dict[str, int]
+) -> dict[str, float]:
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
@@ -109,6 +120,7 @@ def load(port: int, ca: bytes, user: str, password: str, clients: int, seconds: 
             latencies.extend(mine)
             failures[0] += bad
 
+    server_cpu0 = {name: cpu_seconds(pid) for name, pid in servers.items()}
     cpu0, wall0 = time.process_time(), time.monotonic()
     threads = [threading.Thread(target=work) for _ in range(clients)]
     for thread in threads:
@@ -116,7 +128,15 @@ def load(port: int, ca: bytes, user: str, password: str, clients: int, seconds: 
     for thread in threads:
         thread.join()
     wall = time.monotonic() - wall0
+    requests = max(1, len(latencies))
+    per_request: dict[str, float] = {}
+    for name, pid in servers.items():
+        (own0, children0), (own1, children1) = server_cpu0[name], cpu_seconds(pid)
+        per_request[f"{name}_ms"] = (own1 - own0) * 1000 / requests
+        if children1 > children0:
+            per_request[f"{name}_children_ms"] = (children1 - children0) * 1000 / requests
     return {
+        **per_request,
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "rps": len(latencies) / wall,
@@ -210,8 +230,8 @@ def run_variant(
     for name, data in {"tls.crt": server.cert_pem, "tls.key": server.key_pem,
                        "token.crt": token.cert_pem, "token.key": token.key_pem}.items():  # fmt: skip
         (wd / name).write_bytes(data)
-    shim = (variant.tree / "registry_operator" / "data" / "ext_auth_shim.sh").read_text()
-    (wd / "shim.sh").write_text(shim)
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox is required: hack/build-deps.sh debian-tools"
     authn_port, auth_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -236,17 +256,21 @@ def run_variant(
     )
     config = dockerauth.docker_auth_config(
         token_issuer="bench", token_cert_path=str(wd / "token.crt"), token_key_path=str(wd / "token.key"),
-        ext_auth_shim_path=str(wd / "shim.sh"), authn_url=f"http://127.0.0.1:{authn_port}/authn",
+        authn_url=f"http://127.0.0.1:{authn_port}/authn", busybox=busybox,
         server_addr=f"{HOST}:{auth_port}",
         server_cert_path=str(wd / "tls.crt"), server_key_path=str(wd / "tls.key"),
     )  # fmt: skip
-    (wd / "auth_config.yml").write_text(yaml.safe_dump(config))
     bin_dir = wd / "bin"
     bin_dir.mkdir()
-    busybox = subprocess.run(
-        ["sh", "-c", "command -v busybox"], capture_output=True, text=True
-    ).stdout.strip()
     (bin_dir / "wget").symlink_to(busybox)
+    legacy_shim = variant.tree / "registry_operator" / "data" / "ext_auth_shim.sh"
+    if legacy_shim.exists():  # a tree from before ext_auth ran busybox wget directly
+        (wd / "shim.sh").write_text(legacy_shim.read_text())
+        config["ext_auth"] = {
+            "command": "/bin/sh",
+            "args": [str(wd / "shim.sh"), config["ext_auth"]["args"][-1]],
+        }
+    (wd / "auth_config.yml").write_text(yaml.safe_dump(config))
     auth = ManagedProcess(
         f"docker_auth-{variant.label}",
         [docker_auth, "--logtostderr", "--v=0", str(wd / "auth_config.yml")],
@@ -259,9 +283,10 @@ def run_variant(
         login = Login(auth_port, ca.cert_pem, user, password)
         wait_until("a good login", lambda: login()[0] == 200, 60, sidecar)
         results: dict[str, object] = {}
+        assert sidecar.pid is not None and auth.pid is not None
+        servers = {"docker_auth": auth.pid, "sidecar": sidecar.pid}
         for clients in LEVELS:
-            results[f"c{clients}"] = load(auth_port, ca.cert_pem, user, password, clients, SECONDS)
-        assert sidecar.pid is not None
+            results[f"c{clients}"] = load(auth_port, ca.cert_pem, user, password, clients, SECONDS, servers)
         results["burst"] = burst(auth_port, ca.cert_pem, user, password, sidecar.pid)
         results["token_key_bits"] = token_key_size(variant.tree)
         return results
@@ -315,6 +340,9 @@ def main() -> int:
                 f"  {clients:2} clients: p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
                 f"{r['rps']:6.1f} req/s  client CPU {r['client_cpu']:.2f} cores  failures {r['failures']}"
             )
+            cpu = ", ".join(f"{key[:-3]} {value:.2f}" for key, value in r.items() if key.endswith("_ms")
+                            and not key.startswith("p"))  # fmt: skip
+            print(f"             CPU ms per request: {cpu}")
         b = results["burst"]
         assert isinstance(b, dict)
         print(

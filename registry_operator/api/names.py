@@ -127,7 +127,7 @@ def registry_http_secret_name(name: str) -> str:
 
 
 def registry_auth_config_name(name: str) -> str:
-    """The ConfigMap with the rendered docker_auth config and the ext_auth shim."""
+    """The ConfigMap with the rendered registry and docker_auth configs."""
     return f"imageregistry-{name}-auth-config"
 
 

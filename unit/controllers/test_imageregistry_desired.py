@@ -10,19 +10,17 @@ import pytest
 import yaml
 
 from registry_operator import dockerauth
-from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
 from registry_operator.api.imageregistry import ImageRegistrySpec
 from registry_operator.controllers.common import contains
 from registry_operator.controllers.imageregistry.config import (
+    LEGACY_SHIM,
     desired_config_map,
     render_auth_config,
     render_registry_config,
 )
 from registry_operator.controllers.imageregistry.context import (
-    AUTH_CONFIG_DIR,
     SERVICE_ACCOUNT_DIR,
-    SHIM_FILE,
     TLS_DIR,
     TOKEN_DIR,
     RegistryContext,
@@ -78,7 +76,7 @@ def all_desired(ctx: RegistryContext) -> list[dict[str, Any]]:
         desired_role_binding(ctx),
         desired_service(ctx),
         desired_pvc(ctx),
-        desired_config_map(ctx, render_registry_config(ctx), render_auth_config(ctx), shim_script()),
+        desired_config_map(ctx, render_registry_config(ctx), render_auth_config(ctx)),
         desired_generated_secret(ctx, "imageregistry-registry-http-secret", {"k": b"v"}, "Opaque"),
         statefulset(ctx),
     ]
@@ -274,10 +272,8 @@ def test_auth_config_serves_tls_signs_with_the_token_key_and_asks_the_sidecar() 
     assert config["token"]["issuer"] == "Docker Registry Auth registry.team.svc.cluster.local"
     assert config["token"]["certificate"] == f"{TOKEN_DIR}/tls.crt"
     assert config["token"]["key"] == f"{TOKEN_DIR}/tls.key"
-    assert config["ext_auth"] == {
-        "command": "/bin/sh",
-        "args": [f"{AUTH_CONFIG_DIR}/{SHIM_FILE}", "http://127.0.0.1:5002/authn"],
-    }
+    assert config["ext_auth"] == dockerauth.ext_auth_command("http://127.0.0.1:5002/authn")
+    assert config["ext_auth"]["command"] == "/bin/busybox"  # in the stock docker_auth image
 
 
 BOTH = {"pull", "push"}
@@ -322,14 +318,15 @@ def test_an_acl_docker_auth_would_reject_raises() -> None:
         render_auth_config(context(auth={"acl": [{"match": {"name": "${nope}"}, "actions": ["pull"]}]}))
 
 
-def test_config_map_holds_both_configs_and_the_shim() -> None:
+def test_config_map_holds_both_configs_and_the_legacy_shim_key() -> None:
     ctx = context()
-    config_map = desired_config_map(ctx, "registry: yes", "auth: yes", "#!/bin/sh")
+    config_map = desired_config_map(ctx, "registry: yes", "auth: yes")
     assert config_map["metadata"]["name"] == "imageregistry-registry-auth-config"
     assert config_map["data"] == {
         "registry.yml": "registry: yes",
         "auth_config.yml": "auth: yes",
-        "ext_auth_shim.sh": "#!/bin/sh",
+        # Pods of the previous template still mount it; nothing runs it.
+        "ext_auth_shim.sh": LEGACY_SHIM,
     }
 
 
@@ -453,10 +450,7 @@ def test_volumes_mount_the_tls_secret_config_and_claim() -> None:
         "name": "imageregistry-registry-auth-config",
         "items": [{"key": "registry.yml", "path": "config.yml"}],
     }
-    assert [item["path"] for item in volumes["auth-config"]["configMap"]["items"]] == [
-        "auth_config.yml",
-        "ext_auth_shim.sh",
-    ]
+    assert [item["path"] for item in volumes["auth-config"]["configMap"]["items"]] == ["auth_config.yml"]
     registry_mounts = _mounts(_containers(sts)["registry"])
     assert registry_mounts["images"] == "/var/lib/registry"
     assert registry_mounts["registry-config"] == "/etc/distribution"

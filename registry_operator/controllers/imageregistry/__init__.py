@@ -9,8 +9,8 @@ Reconcile (the objects themselves are built by the pure functions in imageregist
    used as-is; `issuerRef` → a cert-manager Certificate, then the Secret cert-manager writes;
 3. the RSA token key pair (docker_auth signs, the registry verifies) and the shared
    REGISTRY_HTTP_SECRET, generated once and kept;
-4. the ConfigMap with the registry config, the docker_auth config (default ACL or `spec.auth.acl`)
-   and the ext_auth shim; ServiceAccount, Role, RoleBinding; Service; PVC;
+4. the ConfigMap with the registry config and the docker_auth config (default ACL or
+   `spec.auth.acl`); ServiceAccount, Role, RoleBinding; Service; PVC;
 5. the StatefulSet, with a pod-template hash over every mounted config and certificate;
 6. status: `hostname`, `tlsSecretName`, `observedGeneration`, `Synced` and `Ready` (from the rollout);
 7. requeue at the earliest renewal time of the certificates the operator issued.

@@ -1,5 +1,5 @@
-"""Rendered configuration of a registry: distribution's config, docker_auth's config (the default
-ACL or `spec.auth.acl`) and the ext_auth shim, all in one ConfigMap the pods mount.
+"""Rendered configuration of a registry: distribution's config and docker_auth's config (the default
+ACL or `spec.auth.acl`), in one ConfigMap the pods mount.
 """
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from registry_operator import dockerauth
-from registry_operator.accounts import shim_script
 from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.api.imageregistry import ImageRegistrySpec
@@ -15,12 +14,10 @@ from registry_operator.config import Settings
 from registry_operator.controllers.common import Object
 from registry_operator.controllers.imageregistry.base import RegistryPart, RegistryStores
 from registry_operator.controllers.imageregistry.context import (
-    AUTH_CONFIG_DIR,
     AUTHN_URL,
     CONFIG_KEY_AUTH,
+    CONFIG_KEY_LEGACY_SHIM,
     CONFIG_KEY_REGISTRY,
-    CONFIG_KEY_SHIM,
-    SHIM_FILE,
     STORAGE_DIR,
     TLS_DIR,
     TOKEN_DIR,
@@ -70,7 +67,6 @@ def render_auth_config(ctx: RegistryContext) -> str:
         token_issuer=dockerauth.token_issuer(ctx.hostname),
         token_cert_path=f"{TOKEN_DIR}/tls.crt",
         token_key_path=f"{TOKEN_DIR}/tls.key",
-        ext_auth_shim_path=f"{AUTH_CONFIG_DIR}/{SHIM_FILE}",
         authn_url=AUTHN_URL,
         server_addr=f":{c.AUTH_PORT}",
         server_cert_path=f"{TLS_DIR}/tls.crt",
@@ -79,12 +75,22 @@ def render_auth_config(ctx: RegistryContext) -> str:
     )
 
 
-def desired_config_map(ctx: RegistryContext, registry_config: str, auth_config: str, shim: str) -> Object:
+# Pods of the previous template (ext_auth ran a shell shim) mount this key; it stays so that such a pod
+# can still start while it waits for its turn to roll (a missing key fails the volume). The config
+# they then load runs busybox wget directly, so the script itself is never run.
+LEGACY_SHIM = "#!/bin/sh\n# Unused: docker_auth's ext_auth runs busybox wget directly.\nexit 3\n"
+
+
+def desired_config_map(ctx: RegistryContext, registry_config: str, auth_config: str) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": child_metadata(ctx, names.registry_auth_config_name(ctx.name)),
-        "data": {CONFIG_KEY_REGISTRY: registry_config, CONFIG_KEY_AUTH: auth_config, CONFIG_KEY_SHIM: shim},
+        "data": {
+            CONFIG_KEY_REGISTRY: registry_config,
+            CONFIG_KEY_AUTH: auth_config,
+            CONFIG_KEY_LEGACY_SHIM: LEGACY_SHIM,
+        },
     }
 
 
@@ -95,10 +101,9 @@ class RegistryConfig(RegistryPart):
         self, client: Client, stores: RegistryStores, settings: Settings, recorder: EventRecorder | None
     ) -> None:
         super().__init__(client, stores, settings, recorder)
-        self._shim = shim_script()
 
-    def ensure(self, ctx: RegistryContext) -> tuple[str, str, str]:
-        """Apply the ConfigMap; return (registry config, docker_auth config, shim) for the pod hash.
+    def ensure(self, ctx: RegistryContext) -> tuple[str, str]:
+        """Apply the ConfigMap; return (registry config, docker_auth config) for the pod hash.
         An ACL docker_auth would refuse is a Problem, and the ConfigMap keeps its last good content."""
         registry_config = render_registry_config(ctx)
         try:
@@ -114,6 +119,6 @@ class RegistryConfig(RegistryPart):
                 f"the rendered docker_auth configuration would be refused by docker_auth: {error}; "
                 "the registry keeps its previous configuration",
             ) from error
-        desired = desired_config_map(ctx, registry_config, auth_config, self._shim)
+        desired = desired_config_map(ctx, registry_config, auth_config)
         self._ensure_cached(CONFIGMAPS, desired, self._stores.config_maps)
-        return registry_config, auth_config, self._shim
+        return registry_config, auth_config

@@ -19,7 +19,6 @@ REGISTRY_CONFIG_DIR: Final = "/etc/distribution"  # the stock image's default co
 REGISTRY_CONFIG_FILE: Final = "config.yml"
 AUTH_CONFIG_DIR: Final = "/config"  # the stock docker_auth image's default config location
 AUTH_CONFIG_FILE: Final = "auth_config.yml"
-SHIM_FILE: Final = "ext_auth_shim.sh"
 TLS_DIR: Final = "/etc/registry-operator/tls"
 TOKEN_DIR: Final = "/etc/registry-operator/token"
 STORAGE_DIR: Final = dockerauth.DEFAULT_STORAGE_ROOT
@@ -28,7 +27,7 @@ SERVICE_ACCOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
 # --- ConfigMap / Secret keys ----------------------------------------------------------------------
 CONFIG_KEY_REGISTRY: Final = "registry.yml"
 CONFIG_KEY_AUTH: Final = AUTH_CONFIG_FILE
-CONFIG_KEY_SHIM: Final = SHIM_FILE
+CONFIG_KEY_LEGACY_SHIM: Final = "ext_auth_shim.sh"  # see config.LEGACY_SHIM
 HTTP_SECRET_KEY: Final = "http-secret"
 
 # --- container and port names ---------------------------------------------------------------------

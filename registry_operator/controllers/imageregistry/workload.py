@@ -7,9 +7,9 @@ Pod layout (ARCHITECTURE §2): one StatefulSet pod with three containers
 * `registry` (stock distribution v3): TLS on 5000, token auth; config from the ConfigMap, the serving
   certificate from the TLS Secret, only the token *certificate* from the token key Secret, and
   `REGISTRY_HTTP_SECRET` from a generated Secret all replicas share;
-* `auth` (stock cesanta/docker_auth): TLS on 5001; config (with the ACL) and the ext_auth shim from the
-  ConfigMap, the token signing key from the token key Secret;
-* `authn` (the operator image, `registry-operator authn-server`): answers the shim on 127.0.0.1:5002.
+* `auth` (stock cesanta/docker_auth): TLS on 5001; config (with the ACL) from the ConfigMap, the token
+  signing key from the token key Secret; its ext_auth runs the image's busybox wget;
+* `authn` (the operator image, `registry-operator authn-server`): answers that wget on 127.0.0.1:5002.
   It is the only container that gets Kubernetes API credentials (a projected ServiceAccount token);
   the pod itself does not automount one.
 """
@@ -30,7 +30,6 @@ from registry_operator.controllers.imageregistry.context import (
     AUTH_CONFIG_FILE,
     CONFIG_KEY_AUTH,
     CONFIG_KEY_REGISTRY,
-    CONFIG_KEY_SHIM,
     CONTAINER_AUTH,
     CONTAINER_AUTHN,
     CONTAINER_REGISTRY,
@@ -42,7 +41,6 @@ from registry_operator.controllers.imageregistry.context import (
     REGISTRY_CONFIG_FILE,
     SECRET_FILE_MODE,
     SERVICE_ACCOUNT_DIR,
-    SHIM_FILE,
     STORAGE_DIR,
     TLS_DIR,
     TOKEN_DIR,
@@ -321,10 +319,7 @@ def desired_statefulset(
                 "name": "auth-config",
                 "configMap": {
                     "name": config_map,
-                    "items": [
-                        {"key": CONFIG_KEY_AUTH, "path": AUTH_CONFIG_FILE},
-                        {"key": CONFIG_KEY_SHIM, "path": SHIM_FILE},
-                    ],
+                    "items": [{"key": CONFIG_KEY_AUTH, "path": AUTH_CONFIG_FILE}],
                 },
             },
             {"name": "registry-tmp", "emptyDir": {}},
