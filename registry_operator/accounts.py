@@ -84,4 +84,3 @@ def verify_account_password(account: Account, password: str) -> bool:
     """bcrypt check of `password` against `spec.password`; False for a missing or malformed hash."""
     hashed = (account.get("spec") or {}).get("password")
     return isinstance(hashed, str) and bool(hashed) and verify_password(password, hashed)
-

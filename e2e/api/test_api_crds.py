@@ -135,6 +135,14 @@ INVALID_OBJECTS: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
     ),
     ("bad-ttl", "ImageRegistryAccount", "bad", {"password": BCRYPT_HASH, "ttl": "banana"}, "spec.ttl"),
     ("ttl-in-days", "ImageRegistryAccount", "bad", {"password": BCRYPT_HASH, "ttl": "1d"}, "spec.ttl"),
+    # Matches the pattern but is past Go's Duration range: refused by the CEL rule.
+    (
+        "ttl-out-of-range",
+        "ImageRegistryAccount",
+        "bad",
+        {"password": BCRYPT_HASH, "ttl": "2600000h"},
+        "spec.ttl",
+    ),
     ("plain-text-password", "ImageRegistryAccount", "bad", {"password": "pw123"}, "spec.password"),
     ("missing-password", "ImageRegistryAccount", "bad", {"ttl": "1h"}, "spec.password"),
     (

@@ -30,7 +30,23 @@ DNS1123Subdomain = Annotated[
 RegistryName = Annotated[str, Field(max_length=MAX_REGISTRY_NAME_LENGTH, pattern=DNS1035_LABEL_PATTERN)]
 """The name of an ImageRegistry (see names.MAX_REGISTRY_NAME_LENGTH)."""
 
-GoDuration = Annotated[str, Field(max_length=64, pattern=GO_DURATION_PATTERN)]
+GoDuration = Annotated[
+    str,
+    Field(
+        max_length=64,
+        pattern=GO_DURATION_PATTERN,
+        json_schema_extra={
+            # The pattern cannot bound the magnitude; CEL's duration() is Go's ParseDuration, so a
+            # value past Go's range (about 2562047h) is refused at admission, not by the operator.
+            "x-kubernetes-validations": [
+                {
+                    "rule": "duration(self) >= duration('0s')",
+                    "message": "must be a Go duration up to 2562047h",
+                }
+            ]
+        },
+    ),
+]
 """A non-negative Go duration such as `24h`, `12h30m` or `90s`."""
 
 # resource.Quantity without a sign: the only quantities here are storage sizes, and a negative size is
