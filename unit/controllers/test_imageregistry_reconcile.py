@@ -27,6 +27,7 @@ from registry_operator.controllers.imageregistry import (
     index_tls_secret,
     index_uses_root_ca,
 )
+from registry_operator.controllers.imageregistry.storage import index_storage_secret
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, SECRETS
 from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client
@@ -571,15 +572,25 @@ def test_a_foreign_secret_with_a_generated_name_is_never_overwritten(
     assert harness.get("statefulsets", "registry") is None
 
 
-def test_invalid_spec_that_bypassed_the_schema_is_reported(harness: Harness) -> None:
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"replicas": -1}, "spec.replicas"),
+        ({"replicas": 1}, "persistentVolumeClaim is required"),
+        ({"storage": {"type": "S3"}, "persistentVolumeClaim": {}}, "s3 must be set exactly when type is S3"),
+    ],
+)
+def test_invalid_spec_that_bypassed_the_schema_is_reported(
+    harness: Harness, spec: dict[str, Any], named: str
+) -> None:
     harness.api.put(
         IMAGE_REGISTRIES,
-        {"metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 4}, "spec": {"replicas": -1}},
+        {"metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 4}, "spec": spec},
     )
     assert harness.reconcile() is None
     ready = harness.condition("Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert "persistentVolumeClaim" in ready["message"]
+    assert named in ready["message"]
     assert harness.status()["observedGeneration"] == 4
 
 
@@ -707,3 +718,123 @@ def test_gone_or_deleting_registries_are_left_to_the_garbage_collector(harness: 
     harness.api.put(IMAGE_REGISTRIES, registry)
     assert harness.reconcile() is None
     assert harness.api.writes() == []
+
+
+# --- object storage (spec.storage) ---------------------------------------------------------------------
+
+S3_STORAGE: dict[str, Any] = {
+    "type": "S3",
+    "s3": {
+        "bucket": "images",
+        "region": "eu-west-1",
+        "regionEndpoint": "http://127.0.0.1:9000",
+        "forcePathStyle": True,
+        "rootDirectory": "/registry",
+        "credentialsSecretRef": {"name": "s3-credentials"},
+    },
+}
+
+
+def s3_registry(harness: Harness, **spec: Any) -> None:
+    harness.api.put(
+        IMAGE_REGISTRIES,
+        {
+            "metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 1},
+            "spec": {"storage": S3_STORAGE, "replicas": 3, **spec},
+        },
+    )
+
+
+def put_s3_credentials(harness: Harness, **data: str) -> None:
+    harness.api.put(
+        SECRETS,
+        {
+            "metadata": {"name": "s3-credentials", "namespace": NAMESPACE},
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+        },
+    )
+
+
+def test_s3_storage_renders_the_s3_driver_and_keeps_the_keys_out_of_the_config(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    put_s3_credentials(harness, accessKeyId="AKIAEXAMPLE", secretAccessKey="very-secret-key")
+    s3_registry(harness)
+    harness.reconcile()
+    config_map = harness.get("configmaps", "imageregistry-registry-auth-config")
+    assert config_map is not None
+    rendered = config_map["data"]["registry.yml"]
+    assert "AKIAEXAMPLE" not in rendered and "very-secret-key" not in rendered
+    assert yaml.safe_load(rendered)["storage"] == {
+        "s3": {
+            "bucket": "images",
+            "region": "eu-west-1",
+            "regionendpoint": "http://127.0.0.1:9000",
+            "forcepathstyle": True,
+            "rootdirectory": "/registry",
+        },
+        "delete": {"enabled": True},
+    }
+    sts = harness.get("statefulsets", "registry")
+    assert sts is not None
+    assert sts["spec"]["replicas"] == 3
+    pod = sts["spec"]["template"]["spec"]
+    registry = next(container for container in pod["containers"] if container["name"] == "registry")
+    env = {item["name"]: item.get("valueFrom") for item in registry["env"]}
+    assert env["REGISTRY_STORAGE_S3_ACCESSKEY"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "accessKeyId"}
+    }
+    assert env["REGISTRY_STORAGE_S3_SECRETKEY"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "secretAccessKey"}
+    }
+    assert "AKIAEXAMPLE" not in yaml.safe_dump(sts)
+    assert all("persistentVolumeClaim" not in volume for volume in pod["volumes"])
+    assert all(mount["name"] != "images" for mount in registry["volumeMounts"])
+    assert harness.get("persistentvolumeclaims", "imageregistry-registry-pvc") is None
+
+    # A rotated key rolls the pods (they read it from the environment at start).
+    before = sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH]
+    put_s3_credentials(harness, accessKeyId="AKIAEXAMPLE", secretAccessKey="rotated-secret-key")
+    harness.reconcile()
+    sts = harness.get("statefulsets", "registry")
+    assert sts is not None
+    assert sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH] != before
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "named"),
+    [
+        (None, "MissingSecret", "the S3 credentials Secret s3-credentials"),
+        ({"accessKeyId": "AKIAEXAMPLE"}, "InvalidSecret", "has no key secretAccessKey"),
+        ({"accessKeyId": "", "secretAccessKey": "x"}, "InvalidSecret", "has an empty accessKeyId"),
+    ],
+)
+def test_missing_s3_credentials_are_named_and_keep_the_pods_unchanged(
+    harness: Harness,
+    root_ca: pki.ParsedBundle,
+    data: dict[str, str] | None,
+    reason: str,
+    named: str,
+) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    if data is not None:
+        put_s3_credentials(harness, **data)
+    s3_registry(harness)
+    harness.reconcile()
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert named in ready["message"] and "spec.storage.s3.credentialsSecretRef" in ready["message"]
+    assert harness.get("statefulsets", "registry") is None
+
+    put_s3_credentials(harness, accessKeyId="AKIAEXAMPLE", secretAccessKey="very-secret-key")
+    harness.reconcile()
+    assert harness.get("statefulsets", "registry") is not None
+    assert harness.condition("Ready")["reason"] != reason
+
+
+def test_storage_secret_index_names_the_credentials_secret_of_s3_registries_only() -> None:
+    s3 = {"metadata": {"name": "r", "namespace": NAMESPACE}, "spec": {"storage": S3_STORAGE}}
+    assert index_storage_secret(s3) == [f"{NAMESPACE}/s3-credentials"]
+    pvc = {"metadata": {"name": "r", "namespace": NAMESPACE}, "spec": {"persistentVolumeClaim": {}}}
+    assert index_storage_secret(pvc) == []

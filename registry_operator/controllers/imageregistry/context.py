@@ -55,6 +55,8 @@ class RegistryContext:
     generation: int
     hostname: str
     spec: ImageRegistrySpec
+    # Garbage collection in progress: the registry refuses writes (see garbagecollection.py).
+    storage_read_only: bool = False
 
     @property
     def app_label(self) -> str:

@@ -30,6 +30,11 @@ from registry_operator.controllers.imageregistry.context import RegistryContext
 from registry_operator.controllers.imageregistry.keys import GeneratedSecrets
 from registry_operator.controllers.imageregistry.readiness import Readiness
 from registry_operator.controllers.imageregistry.rollout import DEFERRED_ROLLOUT_RECHECK_SECONDS, Rollouts
+from registry_operator.controllers.imageregistry.storage import (
+    STORAGE_SECRET_INDEX,
+    credentials_fingerprint,
+    index_storage_secret,
+)
 from registry_operator.controllers.imageregistry.tls import ServingTls, certs_of
 from registry_operator.controllers.imageregistry.workload import (
     Workload,
@@ -196,6 +201,7 @@ class ImageRegistryReconciler(RegistryPart):
         token = outcome.attempt(lambda: self._generated.token_key(ctx, now))
         http_secret = outcome.attempt(lambda: self._generated.http_secret(ctx))
         configs = outcome.attempt(lambda: self._config.ensure(ctx))
+        storage_credentials = outcome.attempt(lambda: credentials_fingerprint(ctx, self._stores.all_secrets))
         for resource, desired, store in (
             (SERVICE_ACCOUNTS, desired_service_account(ctx), self._stores.service_accounts),
             (ROLES, desired_role(ctx), self._stores.roles),
@@ -222,6 +228,7 @@ class ImageRegistryReconciler(RegistryPart):
             pki.certs_fingerprint(certs_of(tls.parsed)),
             pki.certs_fingerprint(token.parsed.chain),
             http_secret,
+            storage_credentials,
         )
         desired = desired_statefulset(
             ctx,
@@ -287,7 +294,11 @@ def setup(manager: Manager, settings: Settings) -> None:
     registries = informers.informer(
         IMAGE_REGISTRIES,
         namespace=namespace,
-        indexers={TLS_SECRET_INDEX: index_tls_secret, ROOT_CA_INDEX: index_uses_root_ca},
+        indexers={
+            TLS_SECRET_INDEX: index_tls_secret,
+            ROOT_CA_INDEX: index_uses_root_ca,
+            STORAGE_SECRET_INDEX: index_storage_secret,
+        },
     )
 
     def owned(resource: Resource) -> SharedInformer:
@@ -340,6 +351,9 @@ def setup(manager: Manager, settings: Settings) -> None:
         controller.watch_owned(informer, IMAGE_REGISTRIES, changed)
     controller.watch_mapped(
         all_secrets, index_mapper(registries.store, TLS_SECRET_INDEX, _secret_key), changed
+    )
+    controller.watch_mapped(
+        all_secrets, index_mapper(registries.store, STORAGE_SECRET_INDEX, _secret_key), changed
     )
     controller.watch_mapped(root_ca, index_mapper(registries.store, ROOT_CA_INDEX, _root_ca_value), changed)
     manager.add_controller(controller)
