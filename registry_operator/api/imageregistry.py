@@ -342,6 +342,14 @@ class ImageRegistrySpec(ApiModel):
                     " (then it must be left out)",
                     "fieldPath": ".persistentVolumeClaim",
                 },
+                {
+                    # The collector Job mounts the claim next to the registry pod.
+                    "rule": "!has(self.garbageCollection) || !has(self.persistentVolumeClaim)"
+                    " || self.persistentVolumeClaim.accessModes.exists(m, m != 'ReadWriteOncePod')",
+                    "message": "garbageCollection needs a claim another pod can mount: an access mode"
+                    " besides ReadWriteOncePod",
+                    "fieldPath": ".garbageCollection",
+                },
             ]
         }
     )
