@@ -777,6 +777,7 @@ def test_s3_storage_renders_the_s3_driver_and_keeps_the_keys_out_of_the_config(
             "forcepathstyle": True,
             "rootdirectory": "/registry",
         },
+        "redirect": {"disable": True},
         "delete": {"enabled": True},
     }
     sts = harness.get("statefulsets", "registry")

@@ -49,7 +49,9 @@ def storage_config(spec: ImageRegistrySpec, *, read_only: bool = False) -> dict[
             driver["regionendpoint"] = s3.region_endpoint
         if s3.root_directory:
             driver["rootdirectory"] = s3.root_directory
-        section = {"s3": driver}
+        # Blobs go through the registry, not a redirect to a pre-signed bucket URL: clients then
+        # need to reach (and trust) only the registry, and an in-cluster endpoint works from nodes.
+        section = {"s3": driver, "redirect": {"disable": True}}
     # Manifest deletes (and so garbage collection of what they free) need it.
     section["delete"] = {"enabled": True}
     if read_only:
