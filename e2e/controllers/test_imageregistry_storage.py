@@ -42,9 +42,11 @@ from e2e.support.operator import OPERATOR_NAMESPACE, OperatorProcess
 from e2e.support.s3 import MotoS3
 from registry_operator import dockerauth
 from registry_operator.api import constants as c
+from registry_operator.controllers.imageregistry.garbagecollection import parse_report
 from registry_operator.controllers.resources import (
     CONFIGMAPS,
     IMAGE_REGISTRIES,
+    JOBS,
     PERSISTENT_VOLUME_CLAIMS,
     SECRETS,
     STATEFULSETS,
@@ -344,3 +346,126 @@ def test_s3_storage_push_pull_through_the_operators_config(
         timeout=60, env=env, check=False,
     )  # fmt: skip
     assert gc.returncode != 0 and "SignatureDoesNotMatch" in gc.stdout + gc.stderr, gc.stdout + gc.stderr
+
+
+def blob_keys(s3: MotoS3, digest: str) -> list[str]:
+    return [key for key in s3.keys("registry/docker/registry/v2/blobs/") if digest.split(":")[1] in key]
+
+
+def manifest_blobs(layout: Path, manifest_digest: str) -> list[str]:
+    manifest = json.loads((layout / "blobs" / "sha256" / manifest_digest.split(":")[1]).read_text())
+    return [manifest_digest, manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+
+
+def test_garbage_collection_runs_read_only_and_frees_the_untagged_image(
+    cluster: LocalCluster,
+    namespace: str,
+    api: Client,
+    start_operator: Callable[..., OperatorProcess],
+    s3: MotoS3,
+    tmp_path: Path,
+) -> None:
+    start_operator(controllers="caroot,imageregistry")
+    create_credentials(api, namespace, s3)
+    apply(cluster, namespace, yaml.safe_dump(s3_registry("gc", s3, replicas=1)))
+    wait_condition(api, namespace, "gc", status="True", reason=c.REASON_AVAILABLE, timeout=90)
+    read_write_yml = rendered_registry_config(api, namespace, "gc")
+    assert "maintenance" not in yaml.safe_load(read_write_yml)["storage"]
+
+    # Two tags, then v1 untagged (a tag delete: the registry's storage.delete.enabled is on).
+    layouts = {tag: tmp_path / f"layout-{tag}" for tag in ("v1", "v2")}
+    digests = {tag: write_image(path, tag, f"gc image {tag}\n".encode()) for tag, path in layouts.items()}
+    registry = run_registry(api, namespace, "gc", tmp_path / "rw", read_write_yml)
+    try:
+        for tag, layout in layouts.items():
+            pushed = registry.push(layout, tag)
+            assert pushed.returncode == 0, pushed.stderr + registry.process.log_tail(30)
+        status, body = registry.request("DELETE", f"/v2/{REPO}/manifests/v1", registry.token("delete"))
+        assert status == 202, body
+    finally:
+        registry.stop()
+    untagged = manifest_blobs(layouts["v1"], digests["v1"])
+    kept = manifest_blobs(layouts["v2"], digests["v2"])
+    assert all(blob_keys(s3, blob) for blob in untagged + kept)
+
+    # The operator's run: read-only config rolled out, then the collector Job, then read-write again.
+    api.patch(
+        IMAGE_REGISTRIES,
+        "gc",
+        {"spec": {"garbageCollection": {"schedule": "* * * * *", "deleteUntagged": True}}},
+        namespace,
+    )
+    seen_configs: set[str] = set()
+    phases: list[str] = []
+
+    def finished() -> dict[str, Any] | None:
+        seen_configs.add(rendered_registry_config(api, namespace, "gc"))
+        gc_status = (api.get(IMAGE_REGISTRIES, "gc", namespace).get("status") or {}).get("garbageCollection")
+        phase = (gc_status or {}).get("phase", "Idle")
+        if not phases or phases[-1] != phase:
+            phases.append(phase)
+        last: dict[str, Any] | None = (gc_status or {}).get("lastRun")
+        return last
+
+    started = time.monotonic()
+    last_run = wait_for("the garbage collection run", finished, timeout=150)
+    print(f"operator run: phases {phases}, {time.monotonic() - started:.1f}s after the patch")
+    assert last_run["result"] == "Succeeded", last_run
+    assert "ReadOnly" in phases and "Collecting" in phases
+    read_only = [text for text in seen_configs if "maintenance" in yaml.safe_load(text)["storage"]]
+    assert read_only, "the registry was never switched to read-only"
+    read_only_yml = read_only[0]
+    assert yaml.safe_load(read_only_yml)["storage"]["maintenance"] == {"readonly": {"enabled": True}}
+    wait_for("read-write config", lambda: rendered_registry_config(api, namespace, "gc") == read_write_yml)
+
+    job = api.get(JOBS, last_run["jobName"], namespace)
+    (collector,) = job["spec"]["template"]["spec"]["containers"]
+    command = collector["command"]
+    assert command[:2] == ["/bin/sh", "-c"] and "registry garbage-collect --delete-untagged" in command[2]
+    assert command[4:] == ["/etc/distribution/config.yml", ""]  # config file; no volume with S3
+    assert (
+        job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == "imageregistry-gc-auth-config"
+    )
+
+    # Read-only as rendered: pulls work, pushes are refused.
+    registry = run_registry(api, namespace, "gc", tmp_path / "ro", read_only_yml)
+    try:
+        refused = registry.push(layouts["v1"], "v1")
+        assert refused.returncode != 0
+        assert "405" in refused.stderr or "unsupported" in refused.stderr.lower(), refused.stderr
+        assert registry.pull("v2", tmp_path / "pulled-ro").returncode == 0
+    finally:
+        registry.stop()
+
+    # The Job's exact command with the real collector (paths rewritten to the local copy of the
+    # rendered config; the env as kubelet would set it from the Job, keys from the Secret).
+    (tmp_path / "ro" / "registry.yml").write_text(
+        yaml.safe_dump({**yaml.safe_load(read_only_yml), "auth": {}, "http": {"addr": "127.0.0.1:0"}})
+    )
+    report_file = tmp_path / "termination-log"
+    registry_dir = binaries.ensure("registry")["registry"].directory
+    env = {
+        **container_env(api, namespace, collector),
+        "PATH": f"{registry_dir}:/usr/bin:/bin",
+        "TERMINATION_LOG": str(report_file),
+    }
+    argv = ["sh", *command[1:4], str(tmp_path / "ro" / "registry.yml"), command[5]]
+    collected = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    report = parse_report(report_file.read_text())
+    print(f"collector report: {report_file.read_text()!r}")
+    assert (report.exit_code, report.blobs_deleted, report.manifests_deleted) == (0, 3, 1), report
+
+    # The untagged image's blobs are gone from the bucket; v2 is intact and still pulls.
+    assert not any(blob_keys(s3, blob) for blob in untagged), [blob_keys(s3, b) for b in untagged]
+    assert all(blob_keys(s3, blob) for blob in kept)
+    registry = run_registry(api, namespace, "gc", tmp_path / "after", read_write_yml)
+    try:
+        pulled = registry.pull("v2", tmp_path / "pulled")
+        assert pulled.returncode == 0, pulled.stderr
+        index = json.loads((tmp_path / "pulled" / "index.json").read_text())
+        assert index["manifests"][0]["digest"] == digests["v2"]
+        status, _ = registry.request("GET", f"/v2/{REPO}/manifests/{digests['v1']}", registry.token("pull"))
+        assert status == 404
+    finally:
+        registry.stop()
