@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e.api.kube import apply
 from e2e.controllers.imageregistry_support import decoded, get_or_none, wait_condition
 from e2e.controllers.test_imageregistry_stack import mint_token
-from e2e.docker_auth.stack import ConnectProxy
+from e2e.docker_auth.stack import ConnectProxy, _tcp_open
 from e2e.support.oci import write_image
 from e2e.support.operator import OPERATOR_NAMESPACE, OperatorProcess
 from e2e.support.s3 import MotoS3
@@ -231,14 +231,6 @@ def registry_container(api: Client, namespace: str, name: str) -> dict[str, Any]
     containers = sts["spec"]["template"]["spec"]["containers"]
     container: dict[str, Any] = next(item for item in containers if item["name"] == "registry")
     return container
-
-
-def _tcp_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:

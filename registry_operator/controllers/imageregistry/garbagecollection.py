@@ -44,7 +44,6 @@ from registry_operator.controllers.common import Object
 from registry_operator.controllers.imageregistry.base import RegistryPart
 from registry_operator.controllers.imageregistry.context import (
     CONFIG_KEY_REGISTRY,
-    POD_UID,
     REGISTRY_CONFIG_DIR,
     REGISTRY_CONFIG_FILE,
     STORAGE_DIR,
@@ -54,6 +53,10 @@ from registry_operator.controllers.imageregistry.context import (
 from registry_operator.controllers.imageregistry.readiness import rollout_state
 from registry_operator.controllers.imageregistry.rollout import would_roll
 from registry_operator.controllers.imageregistry.storage import storage_env, storage_mounts, storage_volumes
+from registry_operator.controllers.imageregistry.workload import (
+    container_security_context,
+    pod_security_context,
+)
 from registry_operator.controllers.resources import JOBS
 from registry_operator.controllers.status import Problem
 from registry_operator.kube import objects
@@ -179,14 +182,7 @@ def desired_gc_job(ctx: RegistryContext, gc: GarbageCollectionSpec, *, job_name:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": POD_UID,
-            "runAsGroup": POD_UID,
-            "fsGroup": POD_UID,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [
             {
                 "name": CONTAINER_GC,
@@ -207,11 +203,7 @@ def desired_gc_job(ctx: RegistryContext, gc: GarbageCollectionSpec, *, job_name:
                 ],
                 "terminationMessagePolicy": "File",
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": container_security_context(),
             }
         ],
         "volumes": [

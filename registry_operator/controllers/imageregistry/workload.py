@@ -166,7 +166,20 @@ def desired_pvc(ctx: RegistryContext) -> Object:
 # --- StatefulSet ---------------------------------------------------------------------------------------
 
 
-def _security_context(*, read_only_root: bool = True) -> dict[str, Any]:
+def pod_security_context() -> dict[str, Any]:
+    """Registry pods and the garbage collector: the same non-root user on the same volume."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": POD_UID,
+        "runAsGroup": POD_UID,
+        "fsGroup": POD_UID,
+        # A large image volume would otherwise be chown-ed recursively on every start.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": read_only_root,
@@ -220,7 +233,7 @@ def _registry_container(image: str, http_secret_name: str, spec: ImageRegistrySp
         "readinessProbe": _https_probe(c.REGISTRY_PORT, failure_threshold=3),
         "livenessProbe": _https_probe(c.REGISTRY_PORT, failure_threshold=6),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
     }
 
 
@@ -241,7 +254,7 @@ def _auth_container(image: str) -> dict[str, Any]:
         "readinessProbe": _https_probe(c.AUTH_PORT, failure_threshold=3),
         "livenessProbe": _https_probe(c.AUTH_PORT, failure_threshold=6),
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
     }
 
 
@@ -272,7 +285,7 @@ def _authn_container(image: str, namespace: str) -> dict[str, Any]:
         "livenessProbe": authn_probe(failure_threshold=6),
         # Measured in the docker_auth lane: 56 MiB, 38 threads at the peak of a 500 wrong-password burst.
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
     }
 
 
@@ -293,15 +306,7 @@ def desired_statefulset(
         "serviceAccountName": names.registry_service_account_name(name),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": POD_UID,
-            "runAsGroup": POD_UID,
-            "fsGroup": POD_UID,
-            # A large image volume would otherwise be chown-ed recursively on every start.
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [
             _registry_container(image_registry, names.registry_http_secret_name(name), ctx.spec),
             _auth_container(image_auth),
