@@ -131,19 +131,24 @@ class RunningRegistry:
             env={**env, "HTTPS_PROXY": proxy},
         )  # fmt: skip
 
-    def push(self, layout: Path, tag: str) -> subprocess.CompletedProcess[str]:
+    def _copy(
+        self, side: str, actions: str, source: str, destination: str
+    ) -> subprocess.CompletedProcess[str]:
+        """skopeo copy; `side` (src/dest) is the registry end, trusting only the root CA."""
+        certs = str(self.workdir / "certs")
+        token = self.token(actions)
         return self.skopeo(
-            "copy", "--retry-times=0", "--dest-cert-dir", str(self.workdir / "certs"),
-            "--dest-registry-token", self.token("pull,push"), f"oci:{layout}:{tag}",
-            f"docker://{self.hostname}/{REPO}:{tag}",
+            "copy", "--retry-times=0", f"--{side}-cert-dir", certs, f"--{side}-registry-token", token,
+            source, destination,
         )  # fmt: skip
 
+    def push(self, layout: Path, tag: str) -> subprocess.CompletedProcess[str]:
+        return self._copy(
+            "dest", "pull,push", f"oci:{layout}:{tag}", f"docker://{self.hostname}/{REPO}:{tag}"
+        )
+
     def pull(self, tag: str, destination: Path) -> subprocess.CompletedProcess[str]:
-        return self.skopeo(
-            "copy", "--retry-times=0", "--src-cert-dir", str(self.workdir / "certs"),
-            "--src-registry-token", self.token("pull"), f"docker://{self.hostname}/{REPO}:{tag}",
-            f"oci:{destination}:{tag}",
-        )  # fmt: skip
+        return self._copy("src", "pull", f"docker://{self.hostname}/{REPO}:{tag}", f"oci:{destination}:{tag}")
 
     def request(self, method: str, path: str, token: str) -> tuple[int, bytes]:
         ca = (self.workdir / "certs" / "ca.crt").read_text()

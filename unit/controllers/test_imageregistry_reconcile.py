@@ -991,3 +991,22 @@ def test_gc_report_parsing() -> None:
         None,
     )
     assert parse_report("").exit_code is None
+
+
+def test_gc_waiting_for_read_only_times_out_also_while_the_registry_has_a_problem(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    gc_registry(harness, root_ca)
+    harness.now = NOW + timedelta(minutes=1, seconds=5)
+    harness.reconcile()
+    assert gc_status(harness)["phase"] == "ReadOnly"
+    # Now the registry cannot roll at all (its HTTP secret was replaced by a foreign one).
+    harness.api.put(
+        SECRETS,
+        {"metadata": {"name": "imageregistry-registry-http-secret", "namespace": NAMESPACE}, "data": {}},
+    )
+    harness.now += timedelta(minutes=16)
+    harness.reconcile()
+    assert harness.condition("Ready")["status"] == "False"
+    run = gc_status(harness)["lastRun"]
+    assert run["result"] == "Failed" and "did not become read-only" in run["message"]

@@ -73,7 +73,8 @@ CONTAINER_GC: Final = "garbage-collect"
 LABEL_GC: Final = f"{c.GROUP}/garbage-collection"
 READ_ONLY_TIMEOUT: Final = timedelta(minutes=15)
 JOB_DEADLINE_SECONDS: Final = 3600
-JOB_TTL_SECONDS: Final = 7 * 24 * 3600
+# Finished Jobs (and their pods' logs) stay a day; the report is in the status by then.
+JOB_TTL_SECONDS: Final = 24 * 3600
 # How soon to look again while a run waits for its pods or its Job (their watches usually come first).
 POLL_SECONDS: Final = 10.0
 # A Job the cache has not seen this long after it was created is gone.

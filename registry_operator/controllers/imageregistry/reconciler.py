@@ -233,6 +233,8 @@ class ImageRegistryReconciler(RegistryPart):
         if outcome.problems or tls is None or token is None or http_secret is None or configs is None:
             # Keep the pods on their last good configuration until the problem is fixed.
             outcome.statefulset = current_sts
+            # A garbage collection run waiting for read-only pods times out rather than waits forever.
+            self._gc.advance(ctx, gc_plan, statefulset=current_sts, desired_statefulset=None, now=now)
             return outcome
         config_hash = dockerauth.config_hash(
             *configs,
