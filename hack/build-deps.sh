@@ -6,7 +6,8 @@
 #                                                      debian-tools (skopeo, busybox) cert-manager
 #                                                      toxiproxy promtool (+ hack/promql-names)
 #                                                      containerd (containerd + ctr, node-agent e2e)
-#   default: kubernetes etcd kwok registry cert-manager toxiproxy promtool containerd debian-tools.
+#                                                      moto (S3-compatible server, from PyPI)
+#   default: kubernetes etcd kwok registry cert-manager toxiproxy promtool containerd moto debian-tools.
 #   docker_auth is listed but the Go module
 #   proxy reachable on the project's machines refuses it (HTTP 403).
 #
@@ -224,6 +225,21 @@ build_containerd() {
     echo "containerd --version does not report $v" >>"$LOG"; false; }
 }
 
+# moto's standalone server (`moto_server`, PyPI `moto[server]`): the S3-compatible object store the
+# registry's s3 driver is tested against. Its own virtualenv in the cache, not the project's .venv:
+# it pulls in flask/werkzeug/boto3 and pins of its own, which must neither conflict with nor mask
+# the operator's dependency set (the operator never imports it; the tests only talk S3 to it).
+# Run as `<dir>/venv/bin/python -m moto.server` (a venv's python still works after the move).
+build_moto() {
+  local out=$1 v=$2
+  step "python3 -m venv"
+  run python3 -m venv "$out/venv"
+  step "pip install moto[server]==$v"
+  run "$out/venv/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$v"
+  printf '#!/bin/sh\nexec "$(dirname "$0")/venv/bin/python" -m moto.server "$@"\n' >"$out/moto_server"
+  chmod 755 "$out/moto_server"
+}
+
 # skopeo (the registry client of the e2e tests) and busybox (its wget is what docker_auth's image
 # has, so the ext_auth shim is tested with it) come from Debian.
 install_debian_tools() {
@@ -250,7 +266,7 @@ promql_names_hash() { sha256sum "$ROOT/hack/promql-names/main.go" | cut -c1-12; 
 main() {
   command -v go >/dev/null || { echo "ERROR: Go is required to build the test components" >&2; exit 1; }
   local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager toxiproxy promtool containerd debian-tools)
+  [ ${#want[@]} -gt 0 ] || want=(kubernetes etcd kwok registry cert-manager toxiproxy promtool containerd moto debian-tools)
   local c
   for c in "${want[@]}"; do
     case $c in
@@ -263,6 +279,7 @@ main() {
       toxiproxy) build_component toxiproxy "$TOXIPROXY_VERSION" build_toxiproxy ;;
       promtool) build_component promtool "$PROMETHEUS_VERSION-$(promql_names_hash)" build_promtool ;;
       containerd) build_component containerd "$CONTAINERD_VERSION" build_containerd ;;
+      moto) build_component moto "$MOTO_VERSION" build_moto ;;
       skopeo|debian-tools) install_debian_tools ;;
       *) echo "ERROR: unknown component '$c'" >&2; exit 2 ;;
     esac

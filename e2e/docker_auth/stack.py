@@ -122,6 +122,7 @@ class Stack:
     proxy: ConnectProxy | None = None
     ca_pem: bytes = b""  # the CA clients verify with: the generated Secrets' ca.crt
     token_key_size: int = 0
+    registry_env: dict[str, str] = field(default_factory=dict)  # e.g. the S3 keys from the user's Secret
 
     def _fetch(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Registry config and docker_auth config as the operator wrote them; key files written."""
@@ -154,10 +155,16 @@ class Stack:
         registry_config["http"]["addr"] = f"127.0.0.1:{self.registry_port}"
         registry_config["http"]["tls"] = {"certificate": str(wd / "tls.crt"), "key": str(wd / "tls.key")}
         registry_config["auth"]["token"]["rootcertbundle"] = str(wd / "token.crt")
-        registry_config["storage"]["filesystem"]["rootdirectory"] = str(wd / "data")
+        if "filesystem" in registry_config["storage"]:  # object storage (s3) is used as rendered
+            registry_config["storage"]["filesystem"]["rootdirectory"] = str(wd / "data")
         (wd / "registry.yml").write_text(yaml.safe_dump(registry_config))
         self.write_auth_config(auth_config)
-        env = {**os.environ, **dockerauth.REGISTRY_ENV, "REGISTRY_HTTP_SECRET": http_secret.decode()}
+        env = {
+            **os.environ,
+            **dockerauth.REGISTRY_ENV,
+            "REGISTRY_HTTP_SECRET": http_secret.decode(),
+            **self.registry_env,
+        }
         registry_bin = binaries.ensure("registry")["registry"].path("registry")
         self._run("registry", [str(registry_bin), "serve", str(wd / "registry.yml")], env)
         authn_env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig), "LOG_LEVEL": "warning"}

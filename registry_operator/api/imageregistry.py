@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from registry_operator.api.base import ApiModel, Resource, is_empty
+from registry_operator.api.base import ApiModel, Resource, Time, is_empty
 from registry_operator.api.common import DNS1123Label, DNS1123Subdomain, Quantity, StatusBase
 from registry_operator.api.constants import API_VERSION, KIND_IMAGE_REGISTRY, PLURAL_IMAGE_REGISTRIES
 
@@ -16,8 +16,23 @@ AccessModeName = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 AclAction = Literal["pull", "push", "delete", "*"]
 
+StorageType = Literal["PersistentVolumeClaim", "S3"]
+GarbageCollectionPhase = Literal["Idle", "ReadOnly", "Collecting"]
+GarbageCollectionResult = Literal["Succeeded", "Failed"]
+
 ACCESS_MODE_READ_WRITE_MANY: Final = "ReadWriteMany"
 DEFAULT_SERVICE_TYPE: Final = "LoadBalancer"
+STORAGE_TYPE_PVC: Final = "PersistentVolumeClaim"
+STORAGE_TYPE_S3: Final = "S3"
+DEFAULT_S3_REGION: Final = "us-east-1"
+DEFAULT_S3_ACCESS_KEY_ID_KEY: Final = "accessKeyId"
+DEFAULT_S3_SECRET_ACCESS_KEY_KEY: Final = "secretAccessKey"
+# Five cron fields (minute hour day-of-month month day-of-week) or a macro; the operator parses it.
+CRON_PATTERN: Final = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*,/?-]+(\s+[0-9A-Za-z*,/?-]+){4})$"
+)
+# A Secret key (what `kubectl create secret --from-literal` accepts).
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
 
 
 def _defaulted(value: ApiModel | list[str]) -> dict[str, Any]:
@@ -137,6 +152,81 @@ class PersistentVolumeClaimSpec(ApiModel):
     """Delete the claim, and with it the images, when the ImageRegistry is deleted."""
 
 
+class S3CredentialsSecretRef(ApiModel):
+    """The Secret (in the registry's namespace) holding the S3 access key pair.
+
+    The values reach the registry container only as environment variables from this Secret
+    (`REGISTRY_STORAGE_S3_ACCESSKEY`/`_SECRETKEY`), never the rendered config."""
+
+    name: DNS1123Subdomain
+    """Name of the Secret."""
+    access_key_id_key: SecretKey = DEFAULT_S3_ACCESS_KEY_ID_KEY
+    """Key holding the access key id."""
+    secret_access_key_key: SecretKey = DEFAULT_S3_SECRET_ACCESS_KEY_KEY
+    """Key holding the secret access key."""
+
+
+class S3StorageSpec(ApiModel):
+    """An S3 bucket (AWS or an S3-compatible server: MinIO, Ceph RGW, ...), distribution's `s3` driver."""
+
+    bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")]
+    """Name of the bucket; it must exist."""
+    region: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")] = DEFAULT_S3_REGION
+    """Region of the bucket (S3-compatible servers mostly accept any, e.g. `us-east-1`)."""
+    region_endpoint: (
+        Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None
+    ) = None
+    """Endpoint URL of an S3-compatible server, e.g. `https://minio.storage.svc:9000`; omitted: AWS."""
+    force_path_style: bool = False
+    """Address the bucket as `<endpoint>/<bucket>` instead of `<bucket>.<endpoint>` (most
+    S3-compatible servers need this)."""
+    root_directory: Annotated[str, Field(max_length=1024, pattern=r"^(/[A-Za-z0-9._-]+)*/?$")] | None = None
+    """Key prefix of the registry's objects inside the bucket, e.g. `/registry`; omitted: the bucket root."""
+    credentials_secret_ref: S3CredentialsSecretRef | None = None
+    """Secret with the access key pair; omitted: the AWS SDK's default chain (e.g. an IAM role for the
+    pod's ServiceAccount or the node)."""
+
+
+class StorageSpec(ApiModel):
+    """Where the images are stored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.type == 'S3' ? has(self.s3) : !has(self.s3)",
+                    "message": "s3 must be set exactly when type is S3",
+                    "fieldPath": ".s3",
+                }
+            ]
+        }
+    )
+
+    type: StorageType = STORAGE_TYPE_PVC
+    """`PersistentVolumeClaim` (default: `spec.persistentVolumeClaim`) or `S3` (object storage, `s3`)."""
+    s3: S3StorageSpec | None = None
+    """The bucket, with type S3."""
+
+    @model_validator(mode="after")
+    def _s3_with_type_s3(self) -> StorageSpec:
+        if (self.type == STORAGE_TYPE_S3) != (self.s3 is not None):
+            raise ValueError("s3 must be set exactly when type is S3")
+        return self
+
+
+class GarbageCollectionSpec(ApiModel):
+    """Scheduled `registry garbage-collect`. During a run the registry is read-only (pulls work,
+    pushes are refused), so that no push can race the collector."""
+
+    schedule: Annotated[str, Field(min_length=1, max_length=128, pattern=CRON_PATTERN)]
+    """When to run, as a cron expression in UTC (`minute hour day-of-month month day-of-week`, e.g.
+    `0 3 * * 0`), or `@daily`, `@weekly`, ...."""
+    dry_run: bool = False
+    """Only report what would be deleted (`--dry-run`)."""
+    delete_untagged: bool = False
+    """Also delete manifests no tag points at, and their blobs (`--delete-untagged`)."""
+
+
 class ServiceSpec(ApiModel):
     """The registry's Service (named like the ImageRegistry)."""
 
@@ -235,27 +325,98 @@ class ImageRegistrySpec(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    # All replicas mount the one claim, so only ReadWriteMany lets them spread over nodes.
+                    # All replicas mount the one claim, so only ReadWriteMany lets them spread over nodes;
+                    # object storage is shared by nature.
                     "rule": "!has(self.replicas) || self.replicas <= 1"
-                    " || self.persistentVolumeClaim.accessModes.exists(m, m == 'ReadWriteMany')",
+                    " || (has(self.storage) && self.storage.type == 'S3')"
+                    " || (has(self.persistentVolumeClaim)"
+                    " && self.persistentVolumeClaim.accessModes.exists(m, m == 'ReadWriteMany'))",
                     "message": "more than one replica requires persistentVolumeClaim.accessModes"
-                    " to contain ReadWriteMany",
+                    " to contain ReadWriteMany, or storage.type S3",
                     "fieldPath": ".replicas",
-                }
+                },
+                {
+                    "rule": "(has(self.storage) && self.storage.type == 'S3')"
+                    " ? !has(self.persistentVolumeClaim) : has(self.persistentVolumeClaim)",
+                    "message": "persistentVolumeClaim is required, unless storage.type is S3"
+                    " (then it must be left out)",
+                    "fieldPath": ".persistentVolumeClaim",
+                },
+                {
+                    # The collector Job mounts the claim next to the registry pod.
+                    "rule": "!has(self.garbageCollection) || !has(self.persistentVolumeClaim)"
+                    " || self.persistentVolumeClaim.accessModes.exists(m, m != 'ReadWriteOncePod')",
+                    "message": "garbageCollection needs a claim another pod can mount: an access mode"
+                    " besides ReadWriteOncePod",
+                    "fieldPath": ".garbageCollection",
+                },
             ]
         }
     )
 
     replicas: Annotated[int, Field(ge=0, le=2**31 - 1, json_schema_extra={"format": "int32"})] = 1
     """Number of registry pods."""
-    persistent_volume_claim: PersistentVolumeClaimSpec
-    """The volume the images are stored on."""
+    persistent_volume_claim: PersistentVolumeClaimSpec | None = None
+    """The volume the images are stored on (storage type PersistentVolumeClaim, the default)."""
+    storage: StorageSpec | None = None
+    """Where the images are stored; omitted: the PersistentVolumeClaim."""
+    garbage_collection: GarbageCollectionSpec | None = None
+    """Scheduled garbage collection of unreferenced blobs; omitted: never."""
     tls: TLSSpec = Field(default_factory=TLSSpec, json_schema_extra=_defaulted(TLSSpec()))
     """Source of the registry's TLS certificate; `{}` uses the operator's self-signed CA."""
     service: ServiceSpec = Field(default_factory=ServiceSpec, json_schema_extra=_defaulted(ServiceSpec()))
     """How the registry is exposed."""
     auth: AuthSpec | None = None
     """Authorisation rules; omitted: the default ACL."""
+
+    @model_validator(mode="after")
+    def _storage_choice(self) -> ImageRegistrySpec:
+        # The same rules as the CEL ones above, for objects that did not pass the API server.
+        if self.uses_s3 == (self.persistent_volume_claim is not None):
+            raise ValueError("persistentVolumeClaim is required, unless storage.type is S3 (then left out)")
+        return self
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.storage is not None and self.storage.type == STORAGE_TYPE_S3
+
+
+class GarbageCollectionRun(ApiModel):
+    """The outcome of one garbage collection run."""
+
+    start_time: Time
+    """When the registry was switched to read-only for the run."""
+    completion_time: Time | None = None
+    """When the run ended (and the registry went back to read-write)."""
+    result: GarbageCollectionResult
+    """Succeeded or Failed."""
+    dry_run: bool = False
+    """Whether nothing was deleted on purpose (`dryRun`)."""
+    blobs_deleted: Annotated[int, Field(ge=0)] | None = None
+    """Blobs deleted (with dryRun: that would have been), as `registry garbage-collect` reported."""
+    manifests_deleted: Annotated[int, Field(ge=0)] | None = None
+    """Manifests deleted (or eligible, with dryRun)."""
+    bytes_freed: Annotated[int, Field(ge=0)] | None = None
+    """Storage freed, from the volume's size before and after (PersistentVolumeClaim storage only)."""
+    job_name: Annotated[str, Field(max_length=63)] | None = None
+    """The Job that ran the collector."""
+    message: Annotated[str, Field(max_length=1024)] | None = None
+    """Why the run failed, or the collector's summary line."""
+
+
+class GarbageCollectionStatus(ApiModel):
+    """Where garbage collection stands."""
+
+    phase: GarbageCollectionPhase = "Idle"
+    """Idle; ReadOnly (waiting for the pods to run read-only); Collecting (the Job runs)."""
+    phase_time: Time | None = None
+    """When the current phase began."""
+    scheduled_time: Time | None = None
+    """The schedule time of the current (or, when Idle, the last) run."""
+    job_name: Annotated[str, Field(max_length=63)] | None = None
+    """The Job of the current run."""
+    last_run: GarbageCollectionRun | None = None
+    """The last finished run."""
 
 
 class ImageRegistryStatus(StatusBase):
@@ -267,6 +428,8 @@ class ImageRegistryStatus(StatusBase):
     """The Secret holding the registry's serving certificate and `ca.crt`."""
     allowed_namespaces: Annotated[str, Field(max_length=4096)] | None = None
     """The namespaces whose push/pull secrets may get accounts, as `spec.auth.namespaces` says."""
+    garbage_collection: GarbageCollectionStatus | None = None
+    """Garbage collection: the run in progress and the last one."""
 
 
 class ImageRegistry(Resource):

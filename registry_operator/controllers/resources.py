@@ -28,6 +28,7 @@ ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 CERTIFICATES = Resource("cert-manager.io", "v1", "certificates", "Certificate")
 POD_DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+JOBS = Resource("batch", "v1", "jobs", "Job")
 
 __all__ = [
     "CERTIFICATES",
@@ -38,6 +39,7 @@ __all__ = [
     "IMAGE_PUSH_SECRETS",
     "IMAGE_REGISTRIES",
     "IMAGE_REGISTRY_ACCOUNTS",
+    "JOBS",
     "NAMESPACES",
     "PERSISTENT_VOLUME_CLAIMS",
     "PODS",

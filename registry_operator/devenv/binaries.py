@@ -33,6 +33,7 @@ _COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "toxiproxy": ("TOXIPROXY_VERSION", ("toxiproxy-server",)),
     "promtool": ("PROMETHEUS_VERSION", ("promtool", "promql-names")),
     "containerd": ("CONTAINERD_VERSION", ("containerd", "ctr")),
+    "moto": ("MOTO_VERSION", ("moto_server",)),
 }
 
 

@@ -64,6 +64,7 @@ def test_seed_registry_gets_the_schema_defaults() -> None:
     assert registry.spec.service.type == "LoadBalancer"
     assert registry.spec.tls.secret_name is None and registry.spec.tls.issuer_ref is None
     pvc = registry.spec.persistent_volume_claim
+    assert pvc is not None and not registry.spec.uses_s3  # the seed's top-level claim: PVC storage
     assert pvc.storage_class_name == "standard"
     assert pvc.access_modes == ["ReadWriteOnce"]
     assert pvc.resources.requests.storage == "1Gi"
@@ -75,6 +76,7 @@ def test_registry_access_modes_default_to_read_write_many() -> None:
     spec = ImageRegistrySpec.model_validate(
         {"persistentVolumeClaim": {"resources": {"requests": {"storage": 1}}}}
     )
+    assert spec.persistent_volume_claim is not None
     assert spec.persistent_volume_claim.access_modes == ["ReadWriteMany"]
     assert spec.persistent_volume_claim.resources.requests.storage == 1  # int quantities stay ints
 

@@ -27,7 +27,9 @@ from registry_operator.controllers.imageregistry import (
     index_tls_secret,
     index_uses_root_ca,
 )
-from registry_operator.controllers.resources import IMAGE_REGISTRIES, SECRETS
+from registry_operator.controllers.imageregistry.garbagecollection import parse_report
+from registry_operator.controllers.imageregistry.storage import index_storage_secret
+from registry_operator.controllers.resources import IMAGE_REGISTRIES, PODS, SECRETS
 from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client
 from registry_operator.kube.controller import Request
@@ -179,6 +181,8 @@ class Harness:
             "roles": [self.stores.roles],
             "rolebindings": [self.stores.role_bindings],
             "persistentvolumeclaims": [self.stores.pvcs],
+            "jobs": [self.stores.jobs],
+            "pods": [self.stores.gc_pods],
         }
         stores = [self.stores.registries, *(s[0] for s in by_plural.values())]
         stores += [self.stores.managed_secrets, self.stores.all_secrets, self.stores.root_ca]
@@ -571,15 +575,25 @@ def test_a_foreign_secret_with_a_generated_name_is_never_overwritten(
     assert harness.get("statefulsets", "registry") is None
 
 
-def test_invalid_spec_that_bypassed_the_schema_is_reported(harness: Harness) -> None:
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"replicas": -1}, "spec.replicas"),
+        ({"replicas": 1}, "persistentVolumeClaim is required"),
+        ({"storage": {"type": "S3"}, "persistentVolumeClaim": {}}, "s3 must be set exactly when type is S3"),
+    ],
+)
+def test_invalid_spec_that_bypassed_the_schema_is_reported(
+    harness: Harness, spec: dict[str, Any], named: str
+) -> None:
     harness.api.put(
         IMAGE_REGISTRIES,
-        {"metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 4}, "spec": {"replicas": -1}},
+        {"metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 4}, "spec": spec},
     )
     assert harness.reconcile() is None
     ready = harness.condition("Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert "persistentVolumeClaim" in ready["message"]
+    assert named in ready["message"]
     assert harness.status()["observedGeneration"] == 4
 
 
@@ -707,3 +721,292 @@ def test_gone_or_deleting_registries_are_left_to_the_garbage_collector(harness: 
     harness.api.put(IMAGE_REGISTRIES, registry)
     assert harness.reconcile() is None
     assert harness.api.writes() == []
+
+
+# --- object storage (spec.storage) ---------------------------------------------------------------------
+
+S3_STORAGE: dict[str, Any] = {
+    "type": "S3",
+    "s3": {
+        "bucket": "images",
+        "region": "eu-west-1",
+        "regionEndpoint": "http://127.0.0.1:9000",
+        "forcePathStyle": True,
+        "rootDirectory": "/registry",
+        "credentialsSecretRef": {"name": "s3-credentials"},
+    },
+}
+
+
+def s3_registry(harness: Harness, **spec: Any) -> None:
+    harness.api.put(
+        IMAGE_REGISTRIES,
+        {
+            "metadata": {"name": "registry", "namespace": NAMESPACE, "generation": 1},
+            "spec": {"storage": S3_STORAGE, "replicas": 3, **spec},
+        },
+    )
+
+
+def put_s3_credentials(harness: Harness, **data: str) -> None:
+    harness.api.put(
+        SECRETS,
+        {
+            "metadata": {"name": "s3-credentials", "namespace": NAMESPACE},
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+        },
+    )
+
+
+def test_s3_storage_renders_the_s3_driver_and_keeps_the_keys_out_of_the_config(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    put_s3_credentials(harness, accessKeyId="AKIAEXAMPLE", secretAccessKey="very-secret-key")
+    s3_registry(harness)
+    harness.reconcile()
+    config_map = harness.get("configmaps", "imageregistry-registry-auth-config")
+    assert config_map is not None
+    rendered = config_map["data"]["registry.yml"]
+    assert "AKIAEXAMPLE" not in rendered and "very-secret-key" not in rendered
+    assert yaml.safe_load(rendered)["storage"] == {
+        "s3": {
+            "bucket": "images",
+            "region": "eu-west-1",
+            "regionendpoint": "http://127.0.0.1:9000",
+            "forcepathstyle": True,
+            "rootdirectory": "/registry",
+        },
+        "redirect": {"disable": True},
+        "delete": {"enabled": True},
+    }
+    sts = harness.get("statefulsets", "registry")
+    assert sts is not None
+    assert sts["spec"]["replicas"] == 3
+    pod = sts["spec"]["template"]["spec"]
+    registry = next(container for container in pod["containers"] if container["name"] == "registry")
+    env = {item["name"]: item.get("valueFrom") for item in registry["env"]}
+    assert env["REGISTRY_STORAGE_S3_ACCESSKEY"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "accessKeyId"}
+    }
+    assert env["REGISTRY_STORAGE_S3_SECRETKEY"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "secretAccessKey"}
+    }
+    assert "AKIAEXAMPLE" not in yaml.safe_dump(sts)
+    assert all("persistentVolumeClaim" not in volume for volume in pod["volumes"])
+    assert all(mount["name"] != "images" for mount in registry["volumeMounts"])
+    assert harness.get("persistentvolumeclaims", "imageregistry-registry-pvc") is None
+
+    # A rotated key rolls the pods (they read it from the environment at start).
+    before = sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH]
+    put_s3_credentials(harness, accessKeyId="AKIAEXAMPLE", secretAccessKey="rotated-secret-key")
+    harness.reconcile()
+    sts = harness.get("statefulsets", "registry")
+    assert sts is not None
+    assert sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH] != before
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "named"),
+    [
+        (None, "MissingSecret", "the S3 credentials Secret s3-credentials"),
+        ({"accessKeyId": "AKIAEXAMPLE"}, "InvalidSecret", "has no key secretAccessKey"),
+        ({"accessKeyId": "", "secretAccessKey": "x"}, "InvalidSecret", "has an empty accessKeyId"),
+    ],
+)
+def test_missing_s3_credentials_are_named_and_keep_the_pods_unchanged(
+    harness: Harness,
+    root_ca: pki.ParsedBundle,
+    data: dict[str, str] | None,
+    reason: str,
+    named: str,
+) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    if data is not None:
+        put_s3_credentials(harness, **data)
+    s3_registry(harness)
+    harness.reconcile()
+    ready = harness.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert named in ready["message"] and "spec.storage.s3.credentialsSecretRef" in ready["message"]
+    assert harness.get("statefulsets", "registry") is None
+
+    put_s3_credentials(harness, accessKeyId="AKIAEXAMPLE", secretAccessKey="very-secret-key")
+    harness.reconcile()
+    assert harness.get("statefulsets", "registry") is not None
+    assert harness.condition("Ready")["reason"] != reason
+
+
+def test_storage_secret_index_names_the_credentials_secret_of_s3_registries_only() -> None:
+    s3 = {"metadata": {"name": "r", "namespace": NAMESPACE}, "spec": {"storage": S3_STORAGE}}
+    assert index_storage_secret(s3) == [f"{NAMESPACE}/s3-credentials"]
+    pvc = {"metadata": {"name": "r", "namespace": NAMESPACE}, "spec": {"persistentVolumeClaim": {}}}
+    assert index_storage_secret(pvc) == []
+
+
+# --- garbage collection (spec.garbageCollection) -----------------------------------------------------
+
+GC_JOB = "imageregistry-registry-gc-202603011201"
+
+
+def gc_status(harness: Harness) -> dict[str, Any]:
+    return dict(harness.status().get("garbageCollection") or {})
+
+
+def registry_storage(harness: Harness) -> dict[str, Any]:
+    config_map = harness.get("configmaps", "imageregistry-registry-auth-config")
+    assert config_map is not None
+    storage: dict[str, Any] = yaml.safe_load(config_map["data"]["registry.yml"])["storage"]
+    return storage
+
+
+def finish_gc_job(harness: Harness, message: str, *, failed: bool = False) -> None:
+    """Play the Job controller and kubelet: the Job's pod terminated with `message`."""
+    job = harness.get("jobs", GC_JOB)
+    assert job is not None
+    condition = "Failed" if failed else "Complete"
+    job["status"] = {"conditions": [{"type": condition, "status": "True"}]}
+    labels = {**job["spec"]["template"]["metadata"]["labels"], "batch.kubernetes.io/job-name": GC_JOB}
+    harness.api.put(
+        PODS,
+        {
+            "metadata": {"name": f"{GC_JOB}-abcde", "namespace": NAMESPACE, "labels": labels},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "garbage-collect",
+                        "state": {"terminated": {"exitCode": 1 if failed else 0, "message": message}},
+                    }
+                ]
+            },
+        },
+    )
+
+
+def gc_registry(harness: Harness, root_ca: pki.ParsedBundle, **gc: Any) -> None:
+    put_root_ca(harness, root_ca.bundle)
+    registry = harness.registry(garbageCollection={"schedule": "* * * * *", "deleteUntagged": True, **gc})
+    registry["metadata"]["creationTimestamp"] = "2026-03-01T12:00:00Z"
+    harness.api.put(IMAGE_REGISTRIES, registry)
+    harness.reconcile()
+    harness.mark_statefulset_rolled_out()
+    harness.reconcile()
+
+
+def test_gc_waits_for_the_schedule_then_runs_read_only_and_records_the_report(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    gc_registry(harness, root_ca)
+    assert gc_status(harness).get("phase", "Idle") == "Idle"
+    assert "maintenance" not in registry_storage(harness)
+    assert harness.get("jobs", GC_JOB) is None
+
+    # The schedule fires: the registry goes read-only first, and no Job runs before the pods did.
+    harness.now = NOW + timedelta(minutes=1, seconds=5)
+    result = harness.reconcile()
+    assert gc_status(harness)["phase"] == "ReadOnly"
+    assert gc_status(harness)["jobName"] == GC_JOB
+    assert registry_storage(harness)["maintenance"] == {"readonly": {"enabled": True}}
+    assert harness.get("jobs", GC_JOB) is None
+    assert result.requeue_after <= 10
+
+    harness.mark_statefulset_rolled_out()
+    harness.reconcile()
+    assert gc_status(harness)["phase"] == "Collecting"
+    job = harness.get("jobs", GC_JOB)
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][:2] == ["/bin/sh", "-c"]
+    assert "registry garbage-collect --delete-untagged " in container["command"][2]
+    config, root = "/etc/distribution/config.yml", "/var/lib/registry"
+    assert container["command"][3:] == ["garbage-collect", config, root]
+    assert {v["name"] for v in pod["volumes"]} >= {"images", "registry-config"}
+    assert c.LABEL_APP not in job["spec"]["template"]["metadata"]["labels"]  # not behind the Service
+    assert registry_storage(harness)["maintenance"] == {"readonly": {"enabled": True}}
+
+    finish_gc_job(
+        harness,
+        "exit-code: 0\nkib-before: 120\nkib-after: 100\n"
+        "summary: 3 blobs marked, 3 blobs and 1 manifests eligible for deletion\n",
+    )
+    harness.reconcile()
+    status = gc_status(harness)
+    assert status["phase"] == "Idle"
+    run = status["lastRun"]
+    assert run["result"] == "Succeeded"
+    assert (run["blobsDeleted"], run["manifestsDeleted"], run["bytesFreed"]) == (3, 1, 20 * 1024)
+    assert run["jobName"] == GC_JOB
+    harness.reconcile()
+    assert "maintenance" not in registry_storage(harness)  # read-write again
+
+    # Not again before the next fire time.
+    harness.reconcile()
+    assert gc_status(harness)["phase"] == "Idle"
+
+
+def test_gc_failure_is_recorded_and_the_registry_goes_back_to_read_write(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    gc_registry(harness, root_ca, dryRun=True)
+    harness.now = NOW + timedelta(minutes=1, seconds=5)
+    harness.reconcile()
+    harness.mark_statefulset_rolled_out()
+    harness.reconcile()
+    job = harness.get("jobs", GC_JOB)
+    assert job is not None
+    assert "--dry-run" in job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    finish_gc_job(harness, "exit-code: 1\nerror: failed to mark: boom\n", failed=True)
+    harness.reconcile()
+    run = gc_status(harness)["lastRun"]
+    assert run["result"] == "Failed" and "failed to mark: boom" in run["message"]
+    harness.reconcile()
+    assert "maintenance" not in registry_storage(harness)
+
+
+def test_gc_gives_up_when_the_pods_do_not_become_read_only(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    gc_registry(harness, root_ca)
+    harness.now = NOW + timedelta(minutes=1, seconds=5)
+    harness.reconcile()
+    assert gc_status(harness)["phase"] == "ReadOnly"
+    harness.now += timedelta(minutes=16)  # the pods never rolled
+    harness.reconcile()
+    run = gc_status(harness)["lastRun"]
+    assert run["result"] == "Failed" and "did not become read-only" in run["message"]
+    assert harness.get("jobs", GC_JOB) is None
+    harness.reconcile()
+    assert "maintenance" not in registry_storage(harness)
+
+
+def test_gc_report_parsing() -> None:
+    report = parse_report(
+        "exit-code: 0\nsummary: 5 blobs marked, 2 blobs and 0 manifests eligible for deletion\n"
+    )
+    assert (report.exit_code, report.blobs_deleted, report.manifests_deleted, report.bytes_freed) == (
+        0,
+        2,
+        0,
+        None,
+    )
+    assert parse_report("").exit_code is None
+
+
+def test_gc_waiting_for_read_only_times_out_also_while_the_registry_has_a_problem(
+    harness: Harness, root_ca: pki.ParsedBundle
+) -> None:
+    gc_registry(harness, root_ca)
+    harness.now = NOW + timedelta(minutes=1, seconds=5)
+    harness.reconcile()
+    assert gc_status(harness)["phase"] == "ReadOnly"
+    # Now the registry cannot roll at all (its HTTP secret was replaced by a foreign one).
+    harness.api.put(
+        SECRETS,
+        {"metadata": {"name": "imageregistry-registry-http-secret", "namespace": NAMESPACE}, "data": {}},
+    )
+    harness.now += timedelta(minutes=16)
+    harness.reconcile()
+    assert harness.condition("Ready")["status"] == "False"
+    run = gc_status(harness)["lastRun"]
+    assert run["result"] == "Failed" and "did not become read-only" in run["message"]

@@ -51,6 +51,8 @@ class RegistryStores:
     role_bindings: Store
     pvcs: Store
     pdbs: Store = field(default_factory=Store)
+    jobs: Store = field(default_factory=Store)  # garbage collection Jobs (owned)
+    gc_pods: Store = field(default_factory=Store)  # their pods (label-scoped), for the report
 
 
 def is_managed(obj: Mapping[str, Any]) -> bool:

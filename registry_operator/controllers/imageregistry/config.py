@@ -24,6 +24,7 @@ from registry_operator.controllers.imageregistry.context import (
     RegistryContext,
     child_metadata,
 )
+from registry_operator.controllers.imageregistry.storage import storage_config
 from registry_operator.controllers.resources import CONFIGMAPS
 from registry_operator.controllers.status import Problem
 from registry_operator.kube.client import Client
@@ -48,7 +49,7 @@ def acl_of(spec: ImageRegistrySpec, registry_namespace: str) -> list[dict[str, A
 
 
 def render_registry_config(ctx: RegistryContext) -> str:
-    return dockerauth.render_registry_config(
+    config = dockerauth.registry_config(
         tls_cert_path=f"{TLS_DIR}/tls.crt",
         tls_key_path=f"{TLS_DIR}/tls.key",
         realm=dockerauth.token_realm(ctx.hostname),
@@ -59,6 +60,9 @@ def render_registry_config(ctx: RegistryContext) -> str:
         storage_root=STORAGE_DIR,
         http_host=f"https://{ctx.hostname}",
     )
+    # spec.storage (PVC or S3) and garbage collection's read-only window.
+    config["storage"] = storage_config(ctx.spec, read_only=ctx.storage_read_only)
+    return dockerauth.to_yaml(config)
 
 
 def render_auth_config(ctx: RegistryContext) -> str:

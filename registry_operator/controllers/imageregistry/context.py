@@ -54,6 +54,8 @@ class RegistryContext:
     generation: int
     hostname: str
     spec: ImageRegistrySpec
+    # Garbage collection in progress: the registry refuses writes (see garbagecollection.py).
+    storage_read_only: bool = False
 
     @property
     def app_label(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from registry_operator.api import constants as c
-from registry_operator.api.imageregistry import ImageRegistryStatus
+from registry_operator.api.imageregistry import GarbageCollectionStatus, ImageRegistryStatus
 from registry_operator.controllers import tenancy
 from registry_operator.controllers.common import Object
 from registry_operator.controllers.imageregistry.base import RegistryPart
@@ -76,6 +76,7 @@ class Readiness(RegistryPart):
         replicas: int,
         deferred: str | None = None,
         now: datetime,
+        garbage_collection: GarbageCollectionStatus | None = None,
     ) -> None:
         if problems:
             message = "; ".join(problem.message for problem in problems)
@@ -101,6 +102,8 @@ class Readiness(RegistryPart):
         status.hostname = hostname
         status.tls_secret_name = tls_secret_name
         status.allowed_namespaces = tenancy.describe(obj)
+        if garbage_collection is not None:
+            status.garbage_collection = garbage_collection
         update_status(self._client, IMAGE_REGISTRIES, obj, status, now, ready, synced)
         if not changed:
             return

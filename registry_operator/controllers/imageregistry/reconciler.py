@@ -27,9 +27,16 @@ from registry_operator.controllers.imageregistry.base import (
 )
 from registry_operator.controllers.imageregistry.config import RegistryConfig
 from registry_operator.controllers.imageregistry.context import RegistryContext
+from registry_operator.controllers.imageregistry.garbagecollection import LABEL_GC, GarbageCollector
+from registry_operator.controllers.imageregistry.garbagecollection import Plan as GarbageCollectionPlan
 from registry_operator.controllers.imageregistry.keys import GeneratedSecrets
 from registry_operator.controllers.imageregistry.readiness import Readiness
 from registry_operator.controllers.imageregistry.rollout import DEFERRED_ROLLOUT_RECHECK_SECONDS, Rollouts
+from registry_operator.controllers.imageregistry.storage import (
+    STORAGE_SECRET_INDEX,
+    credentials_fingerprint,
+    index_storage_secret,
+)
 from registry_operator.controllers.imageregistry.tls import ServingTls, certs_of
 from registry_operator.controllers.imageregistry.workload import (
     Workload,
@@ -42,8 +49,10 @@ from registry_operator.controllers.imageregistry.workload import (
 from registry_operator.controllers.resources import (
     CONFIGMAPS,
     IMAGE_REGISTRIES,
+    JOBS,
     PERSISTENT_VOLUME_CLAIMS,
     POD_DISRUPTION_BUDGETS,
+    PODS,
     ROLE_BINDINGS,
     ROLES,
     SECRETS,
@@ -95,6 +104,7 @@ class Outcome:
     statefulset: Object | None = None
     renewals: list[datetime] = field(default_factory=list)
     deferred: str | None = None  # why the pods wait for other registries' rollouts
+    garbage_collection: GarbageCollectionPlan | None = None
 
     def attempt(self, step: Callable[[], T]) -> T | None:
         """Run `step`; a Problem is recorded (and None returned), anything else propagates."""
@@ -147,6 +157,7 @@ class ImageRegistryReconciler(RegistryPart):
         self._workload = Workload(*parts)
         self._readiness = Readiness(*parts)
         self._rollouts = Rollouts(*parts)
+        self._gc = GarbageCollector(*parts)
 
     def reconcile(self, request: Request) -> Result | None:
         obj = self._stores.registries.get_by_name(request.namespace, request.name)
@@ -162,6 +173,8 @@ class ImageRegistryReconciler(RegistryPart):
                 obj, hostname, None, Outcome(problems=[problem]), replicas if isinstance(replicas, int) else 1
             )
             return None
+        now = self._now()
+        gc_plan = self._gc.plan(obj, registry.spec, now)
         ctx = RegistryContext(
             name=request.name,
             namespace=request.namespace,
@@ -169,11 +182,11 @@ class ImageRegistryReconciler(RegistryPart):
             generation=objects.generation(obj),
             hostname=hostname,
             spec=registry.spec,
+            storage_read_only=gc_plan.read_only,
         )
-        now = self._now()
         spec_changed = (obj.get("status") or {}).get("observedGeneration") != ctx.generation
         try:
-            outcome = self._sync(ctx, now, spec_changed=spec_changed)
+            outcome = self._sync(ctx, now, spec_changed=spec_changed, gc_plan=gc_plan)
         except Conflict:
             raise  # a stale cache: retry with fresh data; nothing to tell the user
         except ApiError as error:
@@ -190,12 +203,17 @@ class ImageRegistryReconciler(RegistryPart):
         self._report(obj, hostname, ctx.tls_secret_name, outcome, ctx.spec.replicas)
         return self._requeue(outcome, now)
 
-    def _sync(self, ctx: RegistryContext, now: datetime, *, spec_changed: bool) -> Outcome:
-        outcome = Outcome()
+    def _sync(
+        self, ctx: RegistryContext, now: datetime, *, spec_changed: bool, gc_plan: GarbageCollectionPlan
+    ) -> Outcome:
+        outcome = Outcome(garbage_collection=gc_plan)
+        if gc_plan.problem is not None:
+            outcome.problems.append(gc_plan.problem)
         tls = outcome.attempt(lambda: self._tls.material(ctx, now))
         token = outcome.attempt(lambda: self._generated.token_key(ctx, now))
         http_secret = outcome.attempt(lambda: self._generated.http_secret(ctx))
         configs = outcome.attempt(lambda: self._config.ensure(ctx))
+        storage_credentials = outcome.attempt(lambda: credentials_fingerprint(ctx, self._stores.all_secrets))
         for resource, desired, store in (
             (SERVICE_ACCOUNTS, desired_service_account(ctx), self._stores.service_accounts),
             (ROLES, desired_role(ctx), self._stores.roles),
@@ -215,6 +233,8 @@ class ImageRegistryReconciler(RegistryPart):
         if outcome.problems or tls is None or token is None or http_secret is None or configs is None:
             # Keep the pods on their last good configuration until the problem is fixed.
             outcome.statefulset = current_sts
+            # A garbage collection run waiting for read-only pods times out rather than waits forever.
+            self._gc.advance(ctx, gc_plan, statefulset=current_sts, desired_statefulset=None, now=now)
             return outcome
         config_hash = dockerauth.config_hash(
             *configs,
@@ -222,6 +242,7 @@ class ImageRegistryReconciler(RegistryPart):
             pki.certs_fingerprint(certs_of(tls.parsed)),
             pki.certs_fingerprint(token.parsed.chain),
             http_secret,
+            storage_credentials,
         )
         desired = desired_statefulset(
             ctx,
@@ -238,6 +259,7 @@ class ImageRegistryReconciler(RegistryPart):
             outcome.statefulset, outcome.deferred = rolled
         if outcome.statefulset is None:
             outcome.statefulset = current_sts
+        self._gc.advance(ctx, gc_plan, statefulset=outcome.statefulset, desired_statefulset=desired, now=now)
         return outcome
 
     def _requeue(self, outcome: Outcome, now: datetime) -> Result | None:
@@ -248,6 +270,9 @@ class ImageRegistryReconciler(RegistryPart):
         delays += requeue_seconds(outcome.problems)
         if outcome.deferred is not None:
             delays.append(DEFERRED_ROLLOUT_RECHECK_SECONDS)
+        gc = outcome.garbage_collection
+        if gc is not None and gc.requeue_after is not None:
+            delays.append(gc.requeue_after)
         return Result(requeue_after=min(delays)) if delays else None
 
     def _report(
@@ -262,6 +287,7 @@ class ImageRegistryReconciler(RegistryPart):
             deferred=outcome.deferred,
             replicas=replicas,
             now=self._now(),
+            garbage_collection=outcome.garbage_collection.status if outcome.garbage_collection else None,
         )
 
 
@@ -287,7 +313,11 @@ def setup(manager: Manager, settings: Settings) -> None:
     registries = informers.informer(
         IMAGE_REGISTRIES,
         namespace=namespace,
-        indexers={TLS_SECRET_INDEX: index_tls_secret, ROOT_CA_INDEX: index_uses_root_ca},
+        indexers={
+            TLS_SECRET_INDEX: index_tls_secret,
+            ROOT_CA_INDEX: index_uses_root_ca,
+            STORAGE_SECRET_INDEX: index_storage_secret,
+        },
     )
 
     def owned(resource: Resource) -> SharedInformer:
@@ -305,8 +335,13 @@ def setup(manager: Manager, settings: Settings) -> None:
             ROLE_BINDINGS,
             PERSISTENT_VOLUME_CLAIMS,
             POD_DISRUPTION_BUDGETS,
+            JOBS,
         )
     }
+    # The garbage collector's pods (their termination message is its report); owned by the Job.
+    gc_pods = informers.informer(
+        PODS, namespace=namespace, label_selector=f"{MANAGED_LABEL_SELECTOR},{LABEL_GC}"
+    )
     all_secrets = informers.informer(SECRETS, namespace=namespace)
     # Shared with the caroot controller (same key: same informer).
     root_ca = informers.informer(
@@ -327,6 +362,8 @@ def setup(manager: Manager, settings: Settings) -> None:
         role_bindings=children[ROLE_BINDINGS].store,
         pvcs=children[PERSISTENT_VOLUME_CLAIMS].store,
         pdbs=children[POD_DISRUPTION_BUDGETS].store,
+        jobs=children[JOBS].store,
+        gc_pods=gc_pods.store,
     )
     reconciler = ImageRegistryReconciler(
         manager.client, stores, settings, recorder=manager.event_recorder(EVENT_COMPONENT)
@@ -340,6 +377,9 @@ def setup(manager: Manager, settings: Settings) -> None:
         controller.watch_owned(informer, IMAGE_REGISTRIES, changed)
     controller.watch_mapped(
         all_secrets, index_mapper(registries.store, TLS_SECRET_INDEX, _secret_key), changed
+    )
+    controller.watch_mapped(
+        all_secrets, index_mapper(registries.store, STORAGE_SECRET_INDEX, _secret_key), changed
     )
     controller.watch_mapped(root_ca, index_mapper(registries.store, ROOT_CA_INDEX, _root_ca_value), changed)
     manager.add_controller(controller)

@@ -23,6 +23,7 @@ from registry_operator import dockerauth
 from registry_operator.accounts import DEFAULT_AUTHN_PORT, HEALTH_PATH
 from registry_operator.api import constants as c
 from registry_operator.api import names
+from registry_operator.api.imageregistry import ImageRegistrySpec
 from registry_operator.controllers.common import Object, controlled_by_uid
 from registry_operator.controllers.imageregistry.base import RegistryPart
 from registry_operator.controllers.imageregistry.context import (
@@ -41,12 +42,12 @@ from registry_operator.controllers.imageregistry.context import (
     REGISTRY_CONFIG_FILE,
     SECRET_FILE_MODE,
     SERVICE_ACCOUNT_DIR,
-    STORAGE_DIR,
     TLS_DIR,
     TOKEN_DIR,
     RegistryContext,
     child_metadata,
 )
+from registry_operator.controllers.imageregistry.storage import storage_env, storage_mounts, storage_volumes
 from registry_operator.controllers.resources import PERSISTENT_VOLUME_CLAIMS
 
 # A kubelet-managed ServiceAccount token's default lifetime (the client re-reads the file).
@@ -138,6 +139,7 @@ def desired_pvc(ctx: RegistryContext) -> Object:
     the operator set earlier (toggling true → false un-owns the claim) and keeps any other owner.
     """
     claim = ctx.spec.persistent_volume_claim
+    assert claim is not None, "no claim with S3 storage"
     resources: dict[str, Any] = {"requests": {"storage": str(claim.resources.requests.storage)}}
     if claim.resources.limits is not None and claim.resources.limits.storage is not None:
         resources["limits"] = {"storage": str(claim.resources.limits.storage)}
@@ -162,7 +164,20 @@ def desired_pvc(ctx: RegistryContext) -> Object:
 # --- StatefulSet ---------------------------------------------------------------------------------------
 
 
-def _security_context(*, read_only_root: bool = True) -> dict[str, Any]:
+def pod_security_context() -> dict[str, Any]:
+    """Registry pods and the garbage collector: the same non-root user on the same volume."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": POD_UID,
+        "runAsGroup": POD_UID,
+        "fsGroup": POD_UID,
+        # A large image volume would otherwise be chown-ed recursively on every start.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": read_only_root,
@@ -190,7 +205,7 @@ def _secret_volume(name: str, secret_name: str, keys: Sequence[str]) -> dict[str
     }
 
 
-def _registry_container(image: str, http_secret_name: str) -> dict[str, Any]:
+def _registry_container(image: str, http_secret_name: str, spec: ImageRegistrySpec) -> dict[str, Any]:
     return {
         "name": CONTAINER_REGISTRY,
         "image": image,
@@ -203,9 +218,10 @@ def _registry_container(image: str, http_secret_name: str) -> dict[str, Any]:
                 "name": "REGISTRY_HTTP_SECRET",
                 "valueFrom": {"secretKeyRef": {"name": http_secret_name, "key": HTTP_SECRET_KEY}},
             },
+            *storage_env(spec),
         ],
         "volumeMounts": [
-            {"name": "images", "mountPath": STORAGE_DIR},
+            *storage_mounts(spec),
             {"name": "registry-config", "mountPath": REGISTRY_CONFIG_DIR, "readOnly": True},
             {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
             {"name": "token-cert", "mountPath": TOKEN_DIR, "readOnly": True},
@@ -215,7 +231,7 @@ def _registry_container(image: str, http_secret_name: str) -> dict[str, Any]:
         "readinessProbe": _https_probe(c.REGISTRY_PORT, failure_threshold=3),
         "livenessProbe": _https_probe(c.REGISTRY_PORT, failure_threshold=6),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
     }
 
 
@@ -236,7 +252,7 @@ def _auth_container(image: str) -> dict[str, Any]:
         "readinessProbe": _https_probe(c.AUTH_PORT, failure_threshold=3),
         "livenessProbe": _https_probe(c.AUTH_PORT, failure_threshold=6),
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
     }
 
 
@@ -267,7 +283,7 @@ def _authn_container(image: str, namespace: str) -> dict[str, Any]:
         "livenessProbe": authn_probe(failure_threshold=6),
         # Measured in the docker_auth lane: 56 MiB, 38 threads at the peak of a 500 wrong-password burst.
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
     }
 
 
@@ -288,22 +304,14 @@ def desired_statefulset(
         "serviceAccountName": names.registry_service_account_name(name),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": POD_UID,
-            "runAsGroup": POD_UID,
-            "fsGroup": POD_UID,
-            # A large image volume would otherwise be chown-ed recursively on every start.
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [
-            _registry_container(image_registry, names.registry_http_secret_name(name)),
+            _registry_container(image_registry, names.registry_http_secret_name(name), ctx.spec),
             _auth_container(image_auth),
             _authn_container(image_operator, ctx.namespace),
         ],
         "volumes": [
-            {"name": "images", "persistentVolumeClaim": {"claimName": names.registry_pvc_name(name)}},
+            *storage_volumes(ctx),
             _secret_volume("tls", tls_secret_name, ["tls.crt", "tls.key"]),
             # The registry only needs the certificate; the signing key goes to docker_auth alone.
             _secret_volume("token-cert", token_secret, ["tls.crt"]),
@@ -384,13 +392,14 @@ class Workload(RegistryPart):
     """Writes the workload objects that need more than `ensure` (the others go through `_apply`)."""
 
     def ensure_pvc(self, ctx: RegistryContext) -> None:
+        claim = ctx.spec.persistent_volume_claim
+        if claim is None:
+            # Object storage. A claim left from PVC storage is kept: it holds the images until
+            # someone who knows they were moved deletes it.
+            return
         desired = desired_pvc(ctx)
         current = self._stores.pvcs.get_by_name(ctx.namespace, desired["metadata"]["name"])
-        stale_owner = (
-            current is not None
-            and not ctx.spec.persistent_volume_claim.delete_claim
-            and controlled_by_uid(current, ctx.uid)
-        )
+        stale_owner = current is not None and not claim.delete_claim and controlled_by_uid(current, ctx.uid)
         # `contains` cannot see a field that must go away: with deleteClaim turned off, apply once
         # more so that server-side apply drops the owner reference the operator set before.
         self._apply(PERSISTENT_VOLUME_CLAIMS, desired, None if stale_owner else current)
