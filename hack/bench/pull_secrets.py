@@ -229,7 +229,10 @@ def operator_env(kubeconfig: Path, port: int, health_port: int, tree: Path | Non
         "LOG_LEVEL": "warning",
     }
     if tree is not None:
-        env["PYTHONPATH"] = str(tree)  # ahead of the editable install of this tree
+        # Ahead of the editable install of this tree; and no current directory on sys.path (`-m`
+        # would put it first, and the bench runs from this checkout).
+        env["PYTHONPATH"] = str(tree)
+        env["PYTHONSAFEPATH"] = "1"
     return env
 
 
