@@ -8,6 +8,7 @@ import sys
 import threading
 from functools import partial
 from types import FrameType
+from typing import Final
 
 import structlog
 
@@ -21,9 +22,10 @@ from registry_operator.controllers.resources import (
     IMAGE_PUSH_SECRETS,
     IMAGE_REGISTRIES,
     IMAGE_REGISTRY_ACCOUNTS,
+    SERVICE_ACCOUNTS,
 )
 from registry_operator.kube.client import Client
-from registry_operator.kube.informer import SharedInformerFactory
+from registry_operator.kube.informer import SharedInformerFactory, strip_managed_fields
 from registry_operator.kube.manager import Manager, ManagerOptions
 
 log = structlog.get_logger("registry_operator")
@@ -37,6 +39,12 @@ def _fail(message: str) -> int:
     return EXIT_CONFIG_ERROR
 
 
+# Kinds whose cached copies the controllers write back whole (PUT: finalizers, imagePullSecrets):
+# their caches keep kubectl's last-applied annotation, which such a PUT would otherwise remove and
+# so break the user's next `kubectl apply`. Everything else is cached without it.
+PUT_FROM_CACHE: Final = (IMAGE_PUSH_SECRETS, IMAGE_PULL_SECRETS, SERVICE_ACCOUNTS)
+
+
 def build_manager(client: Client, settings: Settings, controller_names: list[str]) -> Manager:
     options = ManagerOptions(
         bind_address=settings.metrics_bind_address,
@@ -44,6 +52,7 @@ def build_manager(client: Client, settings: Settings, controller_names: list[str
         leader_election=settings.leader_election,
         leader_election_id=settings.leader_election_lease_name,
         leader_election_namespace=settings.operator_namespace,
+        cache_transforms=dict.fromkeys(PUT_FROM_CACHE, strip_managed_fields),
     )
     manager = Manager(client, options)
     controllers.setup(manager, settings, controller_names)

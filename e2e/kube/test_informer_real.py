@@ -1,10 +1,11 @@
-"""Informers against a real kube-apiserver + etcd: exact final state, API server restart, compaction."""
+"""Informers against a real kube-apiserver + etcd: exact final state, API server restart, compaction,
+objects watched by name."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import pytest
@@ -15,12 +16,15 @@ from registry_operator.kube.client import Client
 from registry_operator.kube.clock import FakeClock
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.informer import (
+    DEFAULT_TRANSFORM,
+    ByNameInformer,
     ClientListerWatcher,
     EventHandlerFuncs,
     ExponentialBackoff,
+    ReadThroughStore,
     SharedInformer,
 )
-from registry_operator.kube.resources import CONFIGMAPS, EVENTS
+from registry_operator.kube.resources import CONFIGMAPS, EVENTS, SECRETS
 
 LABEL = "e2e.registry-operator/informer"
 
@@ -190,3 +194,58 @@ def test_compaction_while_disconnected_forces_a_relist(
         informer.stop()
         proxy.close()
         proxied.close()
+
+
+def test_by_name_informer_watches_exactly_the_referenced_secrets(client: Client, namespace: str) -> None:
+    """ConfigMaps name Secrets in `data.secret`; only those Secrets are cached, each by its own
+    watch, and they leave the cache once nothing names them."""
+    referrers = configmap_informer(client, namespace)
+    secrets = ByNameInformer(client, SECRETS, name="secrets", transform=DEFAULT_TRANSFORM)
+
+    def named(cm: dict[str, Any]) -> list[str]:
+        secret = (cm.get("data") or {}).get("secret")
+        return [f"{namespace}/{secret}"] if secret else []
+
+    secrets.track_references(referrers, named)
+    view = HandlerView()
+    secrets.add_event_handler(view.handler())
+    for index in range(20):  # unrelated Secrets in the same namespace
+        client.create(SECRETS, {"metadata": {"name": f"other-{index}"}, "stringData": {"v": "x"}}, namespace)
+    client.create(SECRETS, {"metadata": {"name": "a"}, "stringData": {"v": "1"}}, namespace)
+    client.create(CONFIGMAPS, {**configmap("uses-a", ""), "data": {"secret": "a"}}, namespace)
+    client.create(CONFIGMAPS, {**configmap("uses-b", ""), "data": {"secret": "b"}}, namespace)
+    referrers.start()
+    secrets.start()
+    try:
+        assert secrets.wait_for_sync(30)
+        assert secrets.watched_keys() == [f"{namespace}/a", f"{namespace}/b"]
+        assert cache_state_of(secrets) == {"a"}, "a missing Secret is watched, not cached"
+        cached = secrets.store.get_by_name(namespace, "a")
+        assert cached is not None and "managedFields" not in cached["metadata"]
+        # Creating the missing one and changing the present one reach the handlers.
+        client.create(SECRETS, {"metadata": {"name": "b"}, "stringData": {"v": "1"}}, namespace)
+        client.patch(SECRETS, "a", {"stringData": {"v": "2"}}, namespace)
+        wait_for(lambda: set(view.snapshot()) == {"a", "b"}, 30, "both referenced Secrets")
+        wait_for(
+            lambda: (
+                view.snapshot()["a"] == client.get(SECRETS, "a", namespace)["metadata"]["resourceVersion"]
+            ),
+            30,
+            "the change of a",
+        )
+        # A new reference is read through until its watch has listed it; a dropped one leaves.
+        reads_before = cast(ReadThroughStore, secrets.store).read_through
+        client.patch(CONFIGMAPS, "uses-b", {"data": {"secret": "other-3"}}, namespace)
+        wait_for(lambda: f"{namespace}/other-3" in secrets.watched_keys(), 30, "the new reference")
+        assert secrets.store.get_by_name(namespace, "other-3") is not None
+        wait_for(lambda: "b" not in cache_state_of(secrets), 30, "b to leave the cache")
+        wait_for(lambda: secrets.is_watched(f"{namespace}/other-3"), 30, "other-3 to be listed")
+        assert cache_state_of(secrets) == {"a", "other-3"}
+        assert cast(ReadThroughStore, secrets.store).read_through <= reads_before + 1
+    finally:
+        secrets.stop()
+        referrers.stop()
+
+
+def cache_state_of(informer: ByNameInformer) -> set[str]:
+    return {o["metadata"]["name"] for o in informer.store.list(copy=False)}

@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+from registry_operator.api import constants as c
 from registry_operator.kube import objects
 from registry_operator.kube.client import Client
 from registry_operator.kube.resources import Resource
@@ -18,6 +19,11 @@ Object = dict[str, Any]
 # One field manager for everything the operator applies; server-side apply then removes fields that
 # an older operator version set but the current one no longer renders.
 FIELD_MANAGER = "registry-operator"
+
+# Every object the operator creates carries this label, and its informers select on it: the caches
+# then hold the operator's own objects, not every Secret or ConfigMap of the cluster.
+MANAGED_LABELS: Final = {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE}
+MANAGED_LABEL_SELECTOR: Final = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE}"
 
 
 class EventSink(Protocol):

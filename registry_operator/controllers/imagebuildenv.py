@@ -3,7 +3,8 @@ an optional redis layer cache (REFERENCE-BEHAVIOUR §3.5; merge rule in imagebui
 redis objects in imagebuildenv_redis.py).
 
 Input Secrets are users' objects, so they are tracked through an index on the envs' `spec.secrets`
-(secret key → envs) and only ever read. The original instead put an ownerReference to the env on
+(secret key → envs), watched one by one by name (a ByNameInformer: no cache of every Secret) and
+only ever read. The original instead put an ownerReference to the env on
 each input and a finalizer on the env to take it off again; had the finalizer been bypassed, garbage
 collection would have deleted the user's Secret with the env. Envs the original created are
 migrated: their references on Secrets are removed first, then the finalizer (in that order, so an
@@ -33,6 +34,8 @@ from registry_operator.api.names import (
 from registry_operator.config import Settings
 from registry_operator.controllers.common import (
     FIELD_MANAGER,
+    MANAGED_LABEL_SELECTOR,
+    MANAGED_LABELS,
     Object,
     contains,
     controller_ref,
@@ -45,8 +48,6 @@ from registry_operator.controllers.common import (
 )
 from registry_operator.controllers.imagebuildenv_config import merged_config, missing_inputs_message
 from registry_operator.controllers.imagebuildenv_redis import (
-    MANAGED_LABEL_SELECTOR,
-    MANAGED_LABELS,
     deployment_available,
     desired_redis_deployment,
     desired_redis_secret,
@@ -64,7 +65,7 @@ from registry_operator.controllers.status import (
 )
 from registry_operator.dockerconfig import DockerConfigError
 from registry_operator.kube import objects
-from registry_operator.kube.cache import OWNER_UID_INDEX, Store
+from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client, PatchType
 from registry_operator.kube.controller import (
     Controller,
@@ -156,12 +157,14 @@ class ImageBuildEnvReconciler:
         deployments: Store,
         services: Store,
         redis_image: str,
+        inputs: Store | None = None,
         recorder: EventRecorder | None = None,
         now: Callable[[], datetime] = now_utc,
     ) -> None:
         self._client = client
         self._envs = envs
-        self._secrets = secrets
+        self._secrets = secrets  # the env's own Secrets (label-selected)
+        self._inputs = inputs if inputs is not None else secrets  # the input Secrets (by name)
         self._deployments = deployments
         self._services = services
         self._redis_image = redis_image
@@ -217,7 +220,7 @@ class ImageBuildEnvReconciler:
         inputs: list[Object] = []
         missing: list[str] = []
         for ref in spec.get("secrets") or []:
-            secret = self._secrets.get_by_name(namespace, ref["secretName"], copy=False)
+            secret = self._inputs.get_by_name(namespace, ref["secretName"], copy=False)
             if secret is None:
                 missing.append(ref["secretName"])
             else:
@@ -315,7 +318,13 @@ class ImageBuildEnvReconciler:
     def _migrate_from_original(self, env: Object) -> Object:
         """Remove the original's back-references from Secrets, then its finalizer; return the env."""
         namespace, uid = objects.namespace(env), objects.uid(env)
-        for secret in self._secrets.by_index(OWNER_UID_INDEX, uid, copy=False):
+        finalizers = list(objects.finalizers(env))
+        if c.FINALIZER_INPUT_REFS not in finalizers:
+            return env
+        # Once per env the original left: its references may sit on Secrets no longer in the spec,
+        # which no cache holds (only inputs and the operator's own Secrets are watched).
+        listed = self._client.list(SECRETS, namespace)["items"]
+        for secret in listed:
             patch = back_reference_removal_patch(secret, uid)
             if patch:
                 secret_name = objects.name(secret)
@@ -333,9 +342,6 @@ class ImageBuildEnvReconciler:
                     EVENT_BACK_REFERENCE_REMOVED,
                     f"removed the original operator's owner reference from secret {secret_name}",
                 )
-        finalizers = list(objects.finalizers(env))
-        if c.FINALIZER_INPUT_REFS not in finalizers:
-            return env
         remaining = [finalizer for finalizer in finalizers if finalizer != c.FINALIZER_INPUT_REFS]
         patch = [
             {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
@@ -371,8 +377,11 @@ def setup(manager: Manager, settings: Settings) -> None:
     envs = informers.informer(
         IMAGE_BUILD_ENVS, namespace=namespace, indexers={INPUT_SECRETS_INDEX: input_secret_keys}
     )
-    # All Secrets: inputs are arbitrary user Secrets.
-    secrets = informers.informer(SECRETS, namespace=namespace)
+    # The env's own Secrets (merged config, redis password) carry the managed-by label; inputs are
+    # arbitrary user Secrets, watched by the names the envs give.
+    secrets = informers.informer(SECRETS, namespace=namespace, label_selector=MANAGED_LABEL_SELECTOR)
+    inputs = informers.by_name(SECRETS)
+    inputs.track_references(envs, input_secret_keys)
     deployments = informers.informer(DEPLOYMENTS, namespace=namespace, label_selector=MANAGED_LABEL_SELECTOR)
     services = informers.informer(SERVICES, namespace=namespace, label_selector=MANAGED_LABEL_SELECTOR)
     reconciler = ImageBuildEnvReconciler(
@@ -382,13 +391,14 @@ def setup(manager: Manager, settings: Settings) -> None:
         deployments=deployments.store,
         services=services.store,
         redis_image=settings.image_redis,
+        inputs=inputs.store,
         recorder=manager.event_recorder(EVENT_COMPONENT),
     )
     controller = Controller(CONTROLLER_NAME, reconciler)
     controller.watch_for(envs, FuncPredicate(on_update=_spec_or_lifecycle_changed))
     changed = ResourceVersionChangedPredicate()
     controller.watch_owned(secrets, IMAGE_BUILD_ENVS, changed)
-    controller.watch_mapped(secrets, index_mapper(envs.store, INPUT_SECRETS_INDEX, secret_store_key), changed)
+    controller.watch_mapped(inputs, index_mapper(envs.store, INPUT_SECRETS_INDEX, secret_store_key), changed)
     controller.watch_owned(deployments, IMAGE_BUILD_ENVS, changed)
     controller.watch_owned(services, IMAGE_BUILD_ENVS, changed)
     manager.add_controller(controller)

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from registry_operator.api import constants as c
 from registry_operator.api.names import build_env_redis_name, build_env_redis_secret_name
-from registry_operator.controllers.common import controller_ref, secret_data
+from registry_operator.controllers.common import MANAGED_LABELS, controller_ref, secret_data
 from registry_operator.kube import objects
 
 REDIS_CONTAINER: Final = "redis"
@@ -38,10 +38,6 @@ SECRET_VOLUME_MODE: Final = 0o440  # owner root, group REDIS_GID (fsGroup): read
 # Passwords the original operator generated (its alphabet) or this one generates (letters, digits)
 # are kept; anything else could break the quoting in redis.conf and is replaced.
 _KEEPABLE_PASSWORD = re.compile(r"^[A-Za-z0-9=.+\-_/\[\]{}@?]{16,128}$")
-
-# Labels that mark the operator's redis objects; the informers select on LABEL_MANAGED_BY.
-MANAGED_LABELS: Final = {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE}
-MANAGED_LABEL_SELECTOR: Final = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE}"
 
 
 def keepable_password(value: bytes | None) -> str | None:

@@ -57,6 +57,7 @@ from registry_operator.config import Settings
 from registry_operator.controllers import tenancy
 from registry_operator.controllers.common import (
     FIELD_MANAGER,
+    MANAGED_LABEL_SELECTOR,
     EventSink,
     contains,
     decode_secret_data,
@@ -160,6 +161,7 @@ class ImageSecretReconciler:
         accounts: Store,
         events: EventSink,
         namespaces: Store | None = None,
+        registry_secrets: Store | None = None,
         now: Callable[[], datetime] = now_utc,
     ) -> None:
         self.kind = kind
@@ -167,7 +169,9 @@ class ImageSecretReconciler:
         self.settings = settings
         self.crs = crs
         self.registries = registries
-        self.secrets = secrets
+        self.secrets = secrets  # the generated Secrets (label-selected)
+        # The registries' TLS Secrets (watched by name: a user's or cert-manager's carry no label).
+        self.registry_secrets = registry_secrets if registry_secrets is not None else secrets
         self.accounts = accounts
         self.events = events
         self.namespaces = namespaces  # None: a namespaced operator, which cannot read Namespaces
@@ -286,7 +290,7 @@ class ImageSecretReconciler:
             raise Problem(
                 c.REASON_REGISTRY_UNAVAILABLE, f"ImageRegistry {key} names no TLS secret in its status yet"
             )
-        tls_secret = self.secrets.get_by_name(key.namespace, tls_secret_name, copy=False)
+        tls_secret = self.registry_secrets.get_by_name(key.namespace, tls_secret_name, copy=False)
         if tls_secret is None:
             raise Problem(
                 c.REASON_REGISTRY_UNAVAILABLE,
@@ -678,7 +682,11 @@ def setup(manager: Manager, settings: Settings) -> None:
     registries = informers.informer(
         IMAGE_REGISTRIES, namespace=namespace, indexers={REGISTRY_TLS_SECRET_INDEX: registry_tls_secret_index}
     )
-    secrets = informers.informer(SECRETS, namespace=namespace)
+    # The generated Secrets carry the managed-by label (one written before it existed is read with
+    # a GET by _current_secret, and rewritten with the label); TLS Secrets are watched by name.
+    secrets = informers.informer(SECRETS, namespace=namespace, label_selector=MANAGED_LABEL_SELECTOR)
+    tls_secrets = informers.by_name(SECRETS)
+    tls_secrets.track_references(registries, registry_tls_secret_index)
     accounts = informers.informer(IMAGE_REGISTRY_ACCOUNTS, namespace=namespace)
     # Namespace labels decide spec.auth.namespaces.selector; only a cluster-wide operator may read them.
     namespaces = informers.informer(NAMESPACES) if namespace is None else None
@@ -699,13 +707,14 @@ def setup(manager: Manager, settings: Settings) -> None:
             accounts=accounts.store,
             events=manager.event_recorder(kind.controller_name),
             namespaces=namespaces.store if namespaces is not None else None,
+            registry_secrets=tls_secrets.store,
         )
         controller = Controller(kind.controller_name, reconciler, max_concurrent_reconciles=WORKERS)
         controller.watch_for(crs)
         controller.watch_owned(secrets, kind.resource)
         controller.watch_mapped(accounts, account_mapper(kind, crs.store))
         controller.watch_mapped(registries, registry_mapper(crs.store))
-        controller.watch_mapped(secrets, tls_secret_mapper(registries.store, crs.store))
+        controller.watch_mapped(tls_secrets, tls_secret_mapper(registries.store, crs.store))
         if namespaces is not None:
             controller.watch_mapped(
                 namespaces, namespace_mapper(crs.store), ResourceVersionChangedPredicate()

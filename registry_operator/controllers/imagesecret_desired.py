@@ -21,7 +21,7 @@ from registry_operator.api.names import (
     label_value,
 )
 from registry_operator.config import Settings
-from registry_operator.controllers.common import controller_ref, key_of, secret_data
+from registry_operator.controllers.common import MANAGED_LABELS, controller_ref, key_of, secret_data
 from registry_operator.controllers.resources import IMAGE_PULL_SECRETS, IMAGE_PUSH_SECRETS
 from registry_operator.dockerconfig import docker_config_for
 from registry_operator.kube import objects
@@ -264,6 +264,9 @@ def desired_secret(
         "metadata": {
             "name": kind.secret_name(metadata["name"]),
             "namespace": metadata["namespace"],
+            # The operator's informers select on it (one written before it existed gets it on the
+            # next write: the Secret then differs from the desired one).
+            "labels": dict(MANAGED_LABELS),
             "annotations": {c.ANNOTATION_ROTATION: str(rotation)},
             "ownerReferences": [controller_ref(cr)],
         },

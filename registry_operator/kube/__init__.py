@@ -6,16 +6,21 @@ It knows nothing about registries. A reconciler is wired up like this::
     manager = Manager(client, ManagerOptions(leader_election=True, leader_election_id="x",
                                              leader_election_namespace="ops"))
     widgets = manager.informers.informer(WIDGETS, namespace=ns)
-    secrets = manager.informers.informer(SECRETS, namespace=ns)
-    controller = Controller("widget", WidgetReconciler(client, widgets.store))
+    # Cache what the reconciler reads, not the whole kind: the Secrets it creates (by label) ...
+    secrets = manager.informers.informer(SECRETS, namespace=ns, label_selector="app=widgets")
+    # ... and the Secrets widgets name in their spec (one watch per name).
+    named = manager.informers.by_name(SECRETS)
+    named.track_references(widgets, lambda w: [f"{ns}/{w['spec']['secretName']}"])
+    controller = Controller("widget", WidgetReconciler(client, widgets.store, named.store))
     controller.watch_for(widgets, GenerationChangedPredicate())
     controller.watch_owned(secrets, WIDGETS)
+    controller.watch_mapped(named, widgets_naming_it)
     manager.add_controller(controller)
     sys.exit(manager.run())
 
 Modules: `client` (the REST verbs), `rest` (sending one request: timeouts, deadlines, connect
 retries), `errors` (typed API errors), `retry` (conflict and connect retry policy), `watch` (watch
 streams), `objects` (typed accessors), `resources` (descriptors), `informer` (reflector, shared
-informers), `cache` (indexed store), `workqueue` (rate-limited queue), `controller`, `manager`,
-`leaderelection`, `events`, `metrics`, `clock` (injectable time).
+informers, by-name informers, transforms), `cache` (indexed store), `workqueue` (rate-limited
+queue), `controller`, `manager`, `leaderelection`, `events`, `metrics`, `clock` (injectable time).
 """

@@ -15,6 +15,14 @@ and then notifies its handlers. Each handler has its own unbounded queue and thr
 handler delays nobody else. A relist that no longer contains a cached object emits a delete with
 `final_state_unknown=True` (client-go's DeletedFinalStateUnknown tombstone).
 
+Memory: an informer keeps only what its reconcilers read. A transform (client-go's SetTransform,
+controller-runtime's cache transforms) runs on every object before it is stored; the factory's
+default drops `metadata.managedFields` and kubectl's last-applied-configuration annotation, which
+often outweigh the rest of an object and are never read from a cache. LISTs are paginated like
+client-go's pager (`page_size` per request; an expired continue token falls back to one full LIST).
+Select what you watch: label and field selectors are part of the factory key, and objects known by
+name only (users' Secrets) go through `byname.ByNameInformer` rather than an unfiltered informer.
+
 Objects passed to handlers are the cached dicts themselves: handlers must not mutate them.
 """
 
@@ -25,18 +33,19 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from registry_operator.kube import objects
-from registry_operator.kube.cache import IndexFunc, Object, Store, object_key
+from registry_operator.kube.cache import IndexFunc, Object, Store, object_key, split_key
 from registry_operator.kube.client import Client
 from registry_operator.kube.clock import REAL_CLOCK, Clock
 from registry_operator.kube.errors import (
     ApiError,
     ConnectionFailed,
     Gone,
+    NotFound,
     ServerError,
     TooManyRequests,
     is_too_large_resource_version,
@@ -47,6 +56,41 @@ from registry_operator.kube.watch import WatchEvent
 log = logging.getLogger(__name__)
 
 DEFAULT_RESYNC_PERIOD = 10 * 60 * 60.0
+
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+
+# Runs on every object an informer receives (listed or watched, deletions included) before it is
+# stored or handed to a handler. It may change the object in place and must return it; it must be
+# cheap, pure and keep metadata.name/namespace/resourceVersion.
+Transform = Callable[[Object], Object]
+
+
+# --- transforms -------------------------------------------------------------------------------------
+def strip_managed_fields(obj: Object) -> Object:
+    """Drop `metadata.managedFields` (server-side apply bookkeeping; a PUT without it keeps it)."""
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    return obj
+
+
+def strip_managed_fields_and_last_applied(obj: Object) -> Object:
+    """The default transform: `strip_managed_fields`, and kubectl's last-applied-configuration
+    annotation (a full copy of the object as last applied).
+
+    Not for objects written back with a PUT of the cached copy: the PUT would drop the annotation
+    from the object and break the user's next `kubectl apply` (use `strip_managed_fields` there).
+    """
+    strip_managed_fields(obj)
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    if isinstance(annotations, dict) and LAST_APPLIED_ANNOTATION in annotations:
+        del annotations[LAST_APPLIED_ANNOTATION]
+        if not annotations:
+            del obj["metadata"]["annotations"]
+    return obj
+
+
+DEFAULT_TRANSFORM: Transform = strip_managed_fields_and_last_applied
 
 
 # --- handlers ---------------------------------------------------------------------------------------
@@ -99,10 +143,13 @@ class ListerWatcher(Protocol):
 
 
 def _selector_string(selector: str | Mapping[str, str] | None) -> str | None:
+    """A canonical selector string, so equal selectors share one informer (`a=1,b=2` = `b=2,a=1`)."""
     if selector is None:
         return None
     if isinstance(selector, str):
-        return selector or None
+        if "(" in selector:  # set-based terms hold commas of their own: keep the string as given
+            return selector.strip() or None
+        return ",".join(sorted(term.strip() for term in selector.split(",") if term.strip())) or None
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or None
 
 
@@ -250,10 +297,18 @@ class Reflector:
             return ""
         return self._last_sync_rv or "0"
 
+    def _list_page_size(self, resource_version: str) -> int | None:
+        """client-go's pager rule: pages for RV "" (etcd) and "0" (the watch cache ignores the limit
+        there, but an API server without one pages); none for a relist "not older than" a known RV,
+        which the watch cache can then serve whole instead of sending the request to etcd."""
+        if resource_version in ("", "0"):
+            return self._page_size or None
+        return None
+
     def _list(self) -> None:
         resource_version = self._relist_resource_version()
         try:
-            result = self._lw.list(resource_version, self._page_size if resource_version == "" else None)
+            result = self._lw.list(resource_version, self._list_page_size(resource_version))
         except ApiError as error:
             if resource_version == "" or not (
                 isinstance(error, Gone) or is_too_large_resource_version(error)
@@ -262,7 +317,7 @@ class Reflector:
             # The RV is no longer (or not yet) available: fall back to a consistent read.
             self.stats.list_fallbacks += 1
             self._rv_unavailable = True
-            result = self._lw.list("", self._page_size)
+            result = self._lw.list("", self._list_page_size(""))
         self._rv_unavailable = False
         list_rv = objects.resource_version(result)
         self._sink.replace(list(result.get("items") or []), list_rv)
@@ -341,7 +396,7 @@ class HandlerRegistration:
 
     _SYNCED_MARKER = "synced"
 
-    def __init__(self, informer: SharedInformer, handler: ResourceEventHandler) -> None:
+    def __init__(self, informer: InformerBase, handler: ResourceEventHandler) -> None:
         self._informer_name = informer.name
         self.handler = handler
         self._cond = threading.Condition()
@@ -402,40 +457,53 @@ class HandlerRegistration:
             return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
 
-class SharedInformer:
-    """One reflector + one indexed store, shared by any number of event handlers."""
+class InformerBase:
+    """An indexed store plus event handlers, fed by one or more reflectors (see subclasses).
+
+    Every change goes to the store first, then to each handler's queue. `resync()` replays the
+    cache as updates. Subclasses decide where objects come from and when the cache counts as synced
+    (`_mark_synced`).
+    """
 
     def __init__(
         self,
-        lister_watcher: ListerWatcher,
         *,
         name: str,
         indexers: Mapping[str, IndexFunc] | None = None,
         resync_period: float | None = None,
         clock: Clock = REAL_CLOCK,
-        backoff: ExponentialBackoff | None = None,
-        watch_timeout_range: tuple[int, int] = (300, 600),
-        page_size: int = 500,
+        transform: Transform | None = None,
     ) -> None:
         self.name = name
-        self.store = Store(indexers)
-        self.reflector = Reflector(
-            lister_watcher,
-            self,
-            name=name,
-            clock=clock,
-            backoff=backoff,
-            watch_timeout_range=watch_timeout_range,
-            page_size=page_size,
-        )
+        self.store = self._new_store(indexers)
         self._clock = clock
         self._resync_period = resync_period
+        self._transform = transform
         self._lock = threading.RLock()
         self._handlers: list[HandlerRegistration] = []
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
+
+    def _new_store(self, indexers: Mapping[str, IndexFunc] | None) -> Store:
+        return Store(indexers)
+
+    # --- configuration ---------------------------------------------------------------------------
+    def set_transform(self, transform: Transform | None) -> None:
+        """Set the transform (client-go's SetTransform): only before `start()`, so that every cached
+        object went through the same one."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError(f"informer {self.name}: set the transform before start()")
+            self._transform = transform
+
+    @property
+    def transform(self) -> Transform | None:
+        return self._transform
+
+    def _transformed(self, obj: Object) -> Object:
+        return self._transform(obj) if self._transform is not None else obj
 
     # --- handlers --------------------------------------------------------------------------------
     def add_event_handler(self, handler: ResourceEventHandler) -> HandlerRegistration:
@@ -458,32 +526,19 @@ class SharedInformer:
     def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
         self.store.add_indexers(indexers)
 
+    def _notify(self, notification: _Notification) -> None:
+        for registration in self._handlers:
+            registration._push(notification)
+
+    def _mark_synced(self) -> None:
+        """Called with the lock held once the initial state is in the store."""
+        if self._synced.is_set():
+            return
+        for registration in self._handlers:
+            registration._push_synced_marker()
+        self._synced.set()
+
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        reflector = threading.Thread(target=self.reflector.run, name=f"reflector-{self.name}", daemon=True)
-        self._threads.append(reflector)
-        reflector.start()
-        if self._resync_period:
-            resync = threading.Thread(target=self._resync_loop, name=f"resync-{self.name}", daemon=True)
-            self._threads.append(resync)
-            resync.start()
-
-    def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop watching and delivering; wait up to `timeout` (real seconds) for the threads."""
-        self._stop.set()
-        self.reflector.stop()
-        with self._lock:
-            handlers = list(self._handlers)
-        for registration in handlers:
-            registration._stop()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
     @property
     def started(self) -> bool:
         return self._started
@@ -493,6 +548,21 @@ class SharedInformer:
 
     def wait_for_sync(self, timeout: float | None = None) -> bool:
         return self._synced.wait(timeout)
+
+    def _start_resync(self) -> None:
+        if self._resync_period:
+            resync = threading.Thread(target=self._resync_loop, name=f"resync-{self.name}", daemon=True)
+            self._threads.append(resync)
+            resync.start()
+
+    def _stop_handlers_and_join(self, timeout: float | None) -> None:
+        with self._lock:
+            handlers = list(self._handlers)
+        for registration in handlers:
+            registration._stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # --- resync ----------------------------------------------------------------------------------
     def resync(self) -> int:
@@ -513,27 +583,9 @@ class SharedInformer:
             if self._synced.is_set():
                 self.resync()
 
-    # --- reflector sink --------------------------------------------------------------------------
-    def _notify(self, notification: _Notification) -> None:
-        for registration in self._handlers:
-            registration._push(notification)
-
-    def replace(self, items: list[Object], resource_version: str) -> None:
-        with self._lock:
-            initial = not self._synced.is_set()
-            added, updated, deleted = self.store.replace(items)
-            for obj in added:
-                self._notify(("add", obj, initial))
-            for old, new in updated:
-                self._notify(("update", new, old))
-            for obj in deleted:
-                self._notify(("delete", obj, True))
-            if initial:
-                for registration in self._handlers:
-                    registration._push_synced_marker()
-                self._synced.set()
-
+    # --- watch events (any reflector) -------------------------------------------------------------
     def apply_event(self, event_type: str, obj: Object) -> None:
+        obj = self._transformed(obj)
         with self._lock:
             if event_type == "DELETED":
                 self.store.delete(object_key(obj))
@@ -546,6 +598,324 @@ class SharedInformer:
                 self._notify(("update", obj, old))
 
 
+class SharedInformer(InformerBase):
+    """One reflector + one indexed store, shared by any number of event handlers."""
+
+    def __init__(
+        self,
+        lister_watcher: ListerWatcher,
+        *,
+        name: str,
+        indexers: Mapping[str, IndexFunc] | None = None,
+        resync_period: float | None = None,
+        clock: Clock = REAL_CLOCK,
+        backoff: ExponentialBackoff | None = None,
+        watch_timeout_range: tuple[int, int] = (300, 600),
+        page_size: int = 500,
+        transform: Transform | None = None,
+    ) -> None:
+        super().__init__(
+            name=name, indexers=indexers, resync_period=resync_period, clock=clock, transform=transform
+        )
+        self.reflector = Reflector(
+            lister_watcher,
+            self,
+            name=name,
+            clock=clock,
+            backoff=backoff,
+            watch_timeout_range=watch_timeout_range,
+            page_size=page_size,
+        )
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        reflector = threading.Thread(target=self.reflector.run, name=f"reflector-{self.name}", daemon=True)
+        self._threads.append(reflector)
+        reflector.start()
+        self._start_resync()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop watching and delivering; wait up to `timeout` (real seconds) for the threads."""
+        self._stop.set()
+        self.reflector.stop()
+        self._stop_handlers_and_join(timeout)
+
+    # --- reflector sink --------------------------------------------------------------------------
+    def replace(self, items: list[Object], resource_version: str) -> None:
+        items = [self._transformed(item) for item in items]
+        with self._lock:
+            initial = not self._synced.is_set()
+            added, updated, deleted = self.store.replace(items)
+            for obj in added:
+                self._notify(("add", obj, initial))
+            for old, new in updated:
+                self._notify(("update", new, old))
+            for obj in deleted:
+                self._notify(("delete", obj, True))
+            if initial:
+                self._mark_synced()
+
+
+# --- objects known by name --------------------------------------------------------------------------
+ReferenceFunc = Callable[[Object], Iterable[str]]
+
+
+class ReadThroughStore(Store):
+    """The store of a `ByNameInformer`: a key that is not watched yet (or whose watch has not listed
+    yet) is read from the API instead of answering "not found" from an empty cache."""
+
+    def __init__(self, indexers: Mapping[str, IndexFunc] | None, informer: ByNameInformer) -> None:
+        super().__init__(indexers)
+        self._informer = informer
+        self.read_through = 0  # GETs sent because a key was not (yet) watched, for tests/diagnostics
+
+    def get(self, key: str, *, copy: bool = True) -> Object | None:
+        if self._informer.is_watched(key):
+            return super().get(key, copy=copy)
+        self.read_through += 1
+        return self._informer.fetch(key)
+
+
+@dataclass
+class _Watched:
+    reflector: Reflector
+    sink: _KeySink
+    synced: bool = False
+    thread: threading.Thread | None = None
+
+
+class _KeySink:
+    """A reflector sink for one watched key of a ByNameInformer."""
+
+    def __init__(self, informer: ByNameInformer, key: str) -> None:
+        self._informer = informer
+        self._key = key
+
+    def replace(self, items: list[Object], resource_version: str) -> None:
+        self._informer._replace_key(self._key, self, items)
+
+    def apply_event(self, event_type: str, obj: Object) -> None:
+        self._informer._apply_key_event(self._key, self, event_type, obj)
+
+
+class ByNameInformer(InformerBase):
+    """Objects of one resource that are known by name — Secrets a user names in a spec — without
+    caching the rest of their kind: one list+watch (`fieldSelector=metadata.name=<name>`, in the
+    object's namespace) per referenced key, all feeding one store and one set of handlers.
+
+    What is watched follows references: `track_references(referrers, refs)` watches every key that
+    `refs` returns for some object of the `referrers` informer (reference-counted over all
+    referrers and sources), and stops watching a key — dropping it from the cache, with a delete
+    notification — once nothing refers to it. Reads of a key that is not watched yet (a spec
+    changed a moment ago, its watch is still being opened) go to the API (`ReadThroughStore`).
+
+    Costs one API-server watch per referenced key: meant for the few objects users name, not for
+    whole collections.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource,
+        *,
+        name: str,
+        indexers: Mapping[str, IndexFunc] | None = None,
+        resync_period: float | None = None,
+        clock: Clock = REAL_CLOCK,
+        transform: Transform | None = None,
+        watch_timeout_range: tuple[int, int] = (300, 600),
+    ) -> None:
+        super().__init__(
+            name=name, indexers=indexers, resync_period=resync_period, clock=clock, transform=transform
+        )
+        self._client = client
+        self.resource = resource
+        self._watch_timeout_range = watch_timeout_range
+        self._watched: dict[str, _Watched] = {}
+        self._counts: dict[str, int] = {}
+        self._references: dict[tuple[int, str], frozenset[str]] = {}
+        self._sources: list[tuple[InformerBase, HandlerRegistration]] = []
+
+    def _new_store(self, indexers: Mapping[str, IndexFunc] | None) -> Store:
+        return ReadThroughStore(indexers, self)
+
+    # --- what is watched -------------------------------------------------------------------------
+    def track_references(self, referrers: InformerBase, refs: ReferenceFunc) -> None:
+        """Watch every key ("namespace/name", or "name") that `refs(obj)` gives for an object of
+        `referrers`, for as long as some object refers to it."""
+        source_id = len(self._sources)
+
+        def update(obj: Object) -> None:
+            self._set_references((source_id, object_key(obj)), frozenset(refs(obj)))
+
+        def delete(obj: Object, _unknown: bool) -> None:
+            self._set_references((source_id, object_key(obj)), frozenset())
+
+        handler = EventHandlerFuncs(lambda o, _i: update(o), lambda _o, n: update(n), delete)
+        registration = referrers.add_event_handler(handler)
+        with self._lock:
+            self._sources.append((referrers, registration))
+
+    def watched_keys(self) -> list[str]:
+        with self._lock:
+            return sorted(self._watched)
+
+    def is_watched(self, key: str) -> bool:
+        """Whether `key` is watched and its watch has listed it (the cache answers for it)."""
+        with self._lock:
+            watched = self._watched.get(key)
+            return watched is not None and watched.synced
+
+    def fetch(self, key: str) -> Object | None:
+        """GET `key` from the API, through the transform; None when it does not exist."""
+        namespace, name = split_key(key)
+        try:
+            obj = self._client.get(self.resource, name, namespace or None)
+        except NotFound:
+            return None
+        obj.setdefault("apiVersion", self.resource.api_version)
+        obj.setdefault("kind", self.resource.kind)
+        return self._transformed(obj)
+
+    def _set_references(self, referrer: tuple[int, str], keys: frozenset[str]) -> None:
+        with self._lock:
+            old = self._references.get(referrer, frozenset())
+            if keys == old:
+                return
+            if keys:
+                self._references[referrer] = keys
+            else:
+                self._references.pop(referrer, None)
+            for key in keys - old:
+                self._counts[key] = self._counts.get(key, 0) + 1
+                if self._counts[key] == 1:
+                    self._watch(key)
+            for key in old - keys:
+                self._counts[key] -= 1
+                if self._counts[key] == 0:
+                    del self._counts[key]
+                    self._unwatch(key)
+
+    def _watch(self, key: str) -> None:
+        namespace, name = split_key(key)
+        lister_watcher = ClientListerWatcher(
+            self._client,
+            self.resource,
+            namespace if self.resource.namespaced else None,
+            field_selector=f"metadata.name={name}",
+        )
+        sink = _KeySink(self, key)
+        reflector = Reflector(
+            lister_watcher,
+            sink,
+            name=f"{self.name}[{key}]",
+            clock=self._clock,
+            watch_timeout_range=self._watch_timeout_range,
+        )
+        watched = _Watched(reflector, sink)
+        self._watched[key] = watched
+        if self._started and not self._stop.is_set():
+            self._run(key, watched)
+
+    def _run(self, key: str, watched: _Watched) -> None:
+        watched.thread = threading.Thread(
+            target=watched.reflector.run, name=f"reflector-{self.name}[{key}]", daemon=True
+        )
+        watched.thread.start()
+
+    def _unwatch(self, key: str) -> None:
+        watched = self._watched.pop(key, None)
+        if watched is None:
+            return
+        watched.reflector.stop()
+        old = self.store.delete(key)
+        if old is not None:
+            self._notify(("delete", old, True))
+
+    # --- per-key reflector sinks -----------------------------------------------------------------
+    def _current(self, key: str, sink: _KeySink) -> _Watched | None:
+        watched = self._watched.get(key)
+        # A reflector that was stopped may still deliver what it had in flight: ignore it.
+        return watched if watched is not None and watched.sink is sink else None
+
+    def _replace_key(self, key: str, sink: _KeySink, items: list[Object]) -> None:
+        found = [self._transformed(item) for item in items if object_key(item) == key]
+        with self._lock:
+            watched = self._current(key, sink)
+            if watched is None:
+                return
+            initial = not watched.synced
+            if found:
+                old = self.store.upsert(found[0])
+                if old is None:
+                    self._notify(("add", found[0], initial and not self._synced.is_set()))
+                else:
+                    self._notify(("update", found[0], old))
+            else:
+                gone = self.store.delete(key)
+                if gone is not None:
+                    self._notify(("delete", gone, True))
+            watched.synced = True
+        self.has_synced()
+
+    def _apply_key_event(self, key: str, sink: _KeySink, event_type: str, obj: Object) -> None:
+        with self._lock:
+            if self._current(key, sink) is None or object_key(obj) != key:
+                return
+            self.apply_event(event_type, obj)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def has_synced(self) -> bool:
+        """Synced once every source delivered its initial objects and every key they refer to was
+        listed; stays synced afterwards (a key referred to later is read through until listed)."""
+        if self._synced.is_set():
+            return True
+        with self._lock:
+            if not self._started:
+                return False
+            if not all(registration.has_synced() for _source, registration in self._sources):
+                return False
+            if not all(watched.synced for watched in self._watched.values()):
+                return False
+            self._mark_synced()
+        return True
+
+    def wait_for_sync(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.has_synced():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            for key, watched in self._watched.items():
+                self._run(key, watched)
+        self._start_resync()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            watched = list(self._watched.values())
+            sources = list(self._sources)
+        for source, registration in sources:
+            source.remove_event_handler(registration)
+        for entry in watched:
+            entry.reflector.stop()
+        self._stop_handlers_and_join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for entry in watched:
+            if entry.thread is not None:
+                entry.thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
 # --- factory ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InformerKey:
@@ -556,7 +926,13 @@ class InformerKey:
 
 
 class SharedInformerFactory:
-    """One informer per (resource, namespace, label selector, field selector), shared by all users."""
+    """One informer per (resource, namespace, label selector, field selector), shared by all users,
+    and one `ByNameInformer` per resource.
+
+    Every informer gets the transform for its resource: `transforms[resource]` if given (None there
+    means none), else `default_transform` (controller-runtime's cache.Options DefaultTransform and
+    ByObject), so all users of a shared informer see the same objects.
+    """
 
     def __init__(
         self,
@@ -565,14 +941,22 @@ class SharedInformerFactory:
         resync_period: float | None = DEFAULT_RESYNC_PERIOD,
         clock: Clock = REAL_CLOCK,
         page_size: int = 500,
+        default_transform: Transform | None = DEFAULT_TRANSFORM,
+        transforms: Mapping[Resource, Transform | None] | None = None,
     ) -> None:
         self._client = client
         self._resync_period = resync_period
         self._clock = clock
         self._page_size = page_size
+        self._default_transform = default_transform
+        self._transforms = dict(transforms or {})
         self._lock = threading.Lock()
         self._informers: dict[InformerKey, SharedInformer] = {}
+        self._by_name: dict[Resource, ByNameInformer] = {}
         self._started = False
+
+    def transform_for(self, resource: Resource) -> Transform | None:
+        return self._transforms.get(resource, self._default_transform)
 
     def informer(
         self,
@@ -602,8 +986,31 @@ class SharedInformerFactory:
                     resync_period=self._resync_period,
                     clock=self._clock,
                     page_size=self._page_size,
+                    transform=self.transform_for(resource),
                 )
                 self._informers[key] = informer
+                if self._started:
+                    informer.start()
+        if indexers:
+            informer.add_indexers(indexers)
+        return informer
+
+    def by_name(
+        self, resource: Resource, *, indexers: Mapping[str, IndexFunc] | None = None
+    ) -> ByNameInformer:
+        """The shared `ByNameInformer` of `resource` (add what it watches with `track_references`)."""
+        with self._lock:
+            informer = self._by_name.get(resource)
+            if informer is None:
+                informer = ByNameInformer(
+                    self._client,
+                    resource,
+                    name=f"{resource}/by-name",
+                    resync_period=self._resync_period,
+                    clock=self._clock,
+                    transform=self.transform_for(resource),
+                )
+                self._by_name[resource] = informer
                 if self._started:
                     informer.start()
         if indexers:
@@ -614,29 +1021,36 @@ class SharedInformerFactory:
         with self._lock:
             return dict(self._informers)
 
+    def by_name_informers(self) -> dict[Resource, ByNameInformer]:
+        with self._lock:
+            return dict(self._by_name)
+
+    def _all(self) -> list[SharedInformer | ByNameInformer]:
+        with self._lock:
+            return [*self._informers.values(), *self._by_name.values()]
+
     def start(self) -> None:
         """Start every informer (and those created later)."""
         with self._lock:
             self._started = True
-            informers = list(self._informers.values())
-        for informer in informers:
+        for informer in self._all():
             informer.start()
 
     def wait_for_sync(self, timeout: float | None = None) -> bool:
         """Wait (real seconds) until every informer has synced."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for informer in self.informers().values():
+        for informer in self._all():
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not informer.wait_for_sync(remaining):
                 return False
         return True
 
     def has_synced(self) -> bool:
-        return all(informer.has_synced() for informer in self.informers().values())
+        return all(informer.has_synced() for informer in self._all())
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop every informer, waiting at most `timeout` (real seconds) in total."""
-        informers = list(self.informers().values())
+        informers = self._all()
         for informer in informers:
             informer.stop(timeout=0)
         deadline = None if timeout is None else time.monotonic() + timeout

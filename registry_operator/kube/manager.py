@@ -28,8 +28,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -41,7 +41,7 @@ from registry_operator.kube.client import Client
 from registry_operator.kube.clock import REAL_CLOCK, Clock
 from registry_operator.kube.controller import Controller
 from registry_operator.kube.events import EventRecorder
-from registry_operator.kube.informer import DEFAULT_RESYNC_PERIOD, SharedInformerFactory
+from registry_operator.kube.informer import DEFAULT_RESYNC_PERIOD, SharedInformerFactory, Transform
 from registry_operator.kube.leaderelection import (
     ElectionOutcome,
     LeaderElectionConfig,
@@ -49,6 +49,7 @@ from registry_operator.kube.leaderelection import (
     LeaseLock,
     default_identity,
 )
+from registry_operator.kube.resources import Resource
 from registry_operator.kube.retry import NO_TRANSPORT_RETRY
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class ManagerOptions:
     cache_sync_timeout: float = 120.0
     graceful_shutdown_timeout: float = 30.0
     resync_period: float | None = DEFAULT_RESYNC_PERIOD
+    # The informers' transform per resource (None: keep objects whole); every other resource gets
+    # informer.DEFAULT_TRANSFORM (no managedFields, no last-applied annotation).
+    cache_transforms: Mapping[Resource, Transform | None] = field(default_factory=dict)
 
 
 Runnable = Callable[[threading.Event], None]
@@ -99,7 +103,12 @@ class Manager:
         # Requests of the leader's work end by the elector's work deadline (see the module doc).
         self.client = client.with_deadline(self._work_deadline) if self.options.leader_election else client
         self._clock = clock
-        self.informers = SharedInformerFactory(client, resync_period=self.options.resync_period, clock=clock)
+        self.informers = SharedInformerFactory(
+            client,
+            resync_period=self.options.resync_period,
+            clock=clock,
+            transforms=self.options.cache_transforms,
+        )
         self._controllers: dict[str, Controller] = {}
         self._runnables: list[tuple[Runnable, bool]] = []
         self._healthz_checks: dict[str, HealthCheck] = {}

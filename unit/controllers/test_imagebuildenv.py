@@ -194,6 +194,15 @@ class FakeApi:
             raise Conflict(409, "Conflict", "uid precondition failed")
         return self.objects.pop((resource.plural, namespace, name))
 
+    # Last in the class: the name shadows the builtin in the annotations that follow it.
+    def list(self, resource: Resource, namespace: str = NS) -> Object:
+        items = [
+            json_copy(o)
+            for (plural, ns, _), o in self.objects.items()
+            if (plural, ns) == (resource.plural, namespace)
+        ]
+        return {"metadata": {"resourceVersion": str(self._version)}, "items": items}
+
 
 class World:
     """The fake API plus the caches the reconciler reads; `sync()` plays the informers' part."""

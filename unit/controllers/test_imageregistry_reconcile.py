@@ -148,7 +148,7 @@ class Harness:
             statefulsets=Store(),
             services=Store(),
             managed_secrets=Store(),
-            all_secrets=Store(),
+            referenced_secrets=Store(),
             root_ca=Store(),
             config_maps=Store(),
             service_accounts=Store(),
@@ -185,7 +185,7 @@ class Harness:
             "pods": [self.stores.gc_pods],
         }
         stores = [self.stores.registries, *(s[0] for s in by_plural.values())]
-        stores += [self.stores.managed_secrets, self.stores.all_secrets, self.stores.root_ca]
+        stores += [self.stores.managed_secrets, self.stores.referenced_secrets, self.stores.root_ca]
         for store in {id(s): s for s in stores}.values():
             store.replace([])
         for (plural, namespace, name), obj in self.api.objects.items():
@@ -195,7 +195,7 @@ class Harness:
                 if namespace == OPERATOR_NAMESPACE and name == c.ROOT_CA_SECRET_NAME:
                     self.stores.root_ca.upsert(copy.deepcopy(obj))
                 if namespace == NAMESPACE:
-                    self.stores.all_secrets.upsert(copy.deepcopy(obj))
+                    self.stores.referenced_secrets.upsert(copy.deepcopy(obj))
                     labels = obj["metadata"].get("labels") or {}
                     if labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY_VALUE:
                         self.stores.managed_secrets.upsert(copy.deepcopy(obj))

@@ -15,11 +15,15 @@ from registry_operator.kube.client import Client
 from registry_operator.kube.clock import FakeClock
 from registry_operator.kube.errors import ConnectionFailed, Gone, ServerError
 from registry_operator.kube.informer import (
+    DEFAULT_TRANSFORM,
+    LAST_APPLIED_ANNOTATION,
     ClientListerWatcher,
     EventHandlerFuncs,
     ExponentialBackoff,
     SharedInformer,
     SharedInformerFactory,
+    strip_managed_fields,
+    strip_managed_fields_and_last_applied,
 )
 from registry_operator.kube.resources import CONFIGMAPS, NAMESPACES
 from registry_operator.kube.watch import WatchEvent
@@ -198,7 +202,7 @@ def test_initial_list_uses_rv_0_then_watches_from_the_lists_resource_version(
     informer.start()
     assert informer.wait_for_sync(5)
     eventually(lambda: len(api.watch_calls) == 1)
-    assert api.list_calls == [("0", None)]
+    assert api.list_calls == [("0", 500)], "the initial list is paged (client-go's pager default)"
     list_rv = str(api.rv)
     assert api.watch_calls == [list_rv]
     item_rvs = {o["metadata"]["resourceVersion"] for o in informer.store.list()}
@@ -274,7 +278,7 @@ def test_too_old_resource_version_relists_and_infers_deletions(
     eventually(lambda: informer.reflector.stats.lists == 2)
     eventually(lambda: len(recorder.snapshot()) == 7)
     assert informer.reflector.stats.expired == 1
-    assert api.list_calls[1] == (synced_rv, None), "a relist asks for 'not older than' the last RV"
+    assert api.list_calls[1] == (synced_rv, None), "a relist asks for 'not older than' the last RV, unpaged"
     assert sorted(recorder.snapshot()[3:]) == [
         ("add", "d", False),
         ("delete", "b", True),  # final state unknown: the deletion was only inferred from the relist
@@ -293,7 +297,7 @@ def test_expired_list_falls_back_to_a_consistent_read(api: FakeApi) -> None:
     try:
         informer.start()
         assert informer.wait_for_sync(5)
-        assert api.list_calls == [("0", None), ("", 250)]
+        assert api.list_calls == [("0", 250), ("", 250)]
         assert informer.reflector.stats.list_fallbacks == 1
     finally:
         informer.stop()
@@ -439,3 +443,73 @@ def test_client_lister_watcher_passes_scope_to_list_and_watch() -> None:
     assert watch_call["timeout_seconds"] == 321 and watch_call["read_timeout"] == 351.0
     assert watch_call["allow_bookmarks"] is True
     assert watch_call["label_selector"] == "app=web"
+
+
+def test_equal_label_selectors_share_one_informer_whatever_the_term_order() -> None:
+    factory = SharedInformerFactory(Client(Configuration(host="http://127.0.0.1:1")))
+    first = factory.informer(CONFIGMAPS, label_selector="b=2, a=1")
+    assert factory.informer(CONFIGMAPS, label_selector="a=1,b=2") is first
+    # Set-based terms carry commas of their own: such a selector is kept as written.
+    assert factory.informer(CONFIGMAPS, label_selector="a in (1,2)") is not first
+
+
+# --- transforms -------------------------------------------------------------------------------------
+def bulky(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:data": {}}}],
+            "annotations": {LAST_APPLIED_ANNOTATION: '{"data": {}}', "team": "a"},
+        },
+        "data": {"v": "1"},
+    }
+
+
+def test_default_transform_drops_managed_fields_and_the_last_applied_annotation() -> None:
+    stripped = strip_managed_fields_and_last_applied(bulky("a"))
+    assert stripped["metadata"] == {"name": "a", "namespace": "ns", "annotations": {"team": "a"}}
+    only_last_applied = bulky("b")
+    del only_last_applied["metadata"]["annotations"]["team"]
+    assert "annotations" not in strip_managed_fields_and_last_applied(only_last_applied)["metadata"]
+    kept = strip_managed_fields(bulky("c"))
+    assert "managedFields" not in kept["metadata"]
+    assert LAST_APPLIED_ANNOTATION in kept["metadata"]["annotations"]
+
+
+def test_transform_applies_to_listed_watched_and_deleted_objects() -> None:
+    informer = SharedInformer(FakeApi(), name="t", transform=strip_managed_fields_and_last_applied)
+    seen: list[dict[str, Any]] = []
+    informer.add_event_handler(
+        EventHandlerFuncs(
+            lambda o, _i: seen.append(o), lambda _o, n: seen.append(n), lambda o, _u: seen.append(o)
+        )
+    )
+    informer.replace([bulky("a")], "1")
+    informer.apply_event("ADDED", bulky("b"))
+    informer.apply_event("MODIFIED", bulky("b"))
+    informer.apply_event("DELETED", bulky("a"))
+    eventually(lambda: len(seen) == 4)
+    assert all("managedFields" not in o["metadata"] for o in seen)
+    assert all(o["metadata"]["annotations"] == {"team": "a"} for o in seen)
+    assert [o["metadata"]["name"] for o in informer.store.list()] == ["b"]
+    cached = informer.store.get("ns/b")
+    assert cached is not None and "managedFields" not in cached["metadata"]
+    informer.stop()
+
+
+def test_transform_is_set_before_start_and_per_resource_in_the_factory() -> None:
+    informer = SharedInformer(FakeApi(), name="t", backoff=fast_backoff())
+    informer.set_transform(strip_managed_fields)
+    informer.start()
+    try:
+        with pytest.raises(RuntimeError):
+            informer.set_transform(None)
+    finally:
+        informer.stop()
+    factory = SharedInformerFactory(
+        Client(Configuration(host="http://127.0.0.1:1")), transforms={NAMESPACES: strip_managed_fields}
+    )
+    assert factory.informer(CONFIGMAPS).transform is DEFAULT_TRANSFORM
+    assert factory.informer(NAMESPACES).transform is strip_managed_fields
+    assert factory.by_name(CONFIGMAPS).transform is DEFAULT_TRANSFORM

@@ -43,7 +43,7 @@ class RegistryStores:
     statefulsets: Store
     services: Store
     managed_secrets: Store  # secrets the operator generates (label-scoped)
-    all_secrets: Store  # every Secret in scope: user and cert-manager TLS secrets
+    referenced_secrets: Store  # users' and cert-manager's TLS Secrets, S3 credentials (by name)
     root_ca: Store  # the root CA secret in the operator namespace
     config_maps: Store
     service_accounts: Store

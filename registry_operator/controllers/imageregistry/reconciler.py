@@ -19,7 +19,7 @@ from registry_operator.api import constants as c
 from registry_operator.api import names
 from registry_operator.api.imageregistry import ImageRegistry
 from registry_operator.config import Settings
-from registry_operator.controllers.common import Object, key_of, now_utc
+from registry_operator.controllers.common import MANAGED_LABEL_SELECTOR, Object, key_of, now_utc
 from registry_operator.controllers.imageregistry.base import (
     PERSISTENT_ERROR_RECHECK,
     RegistryPart,
@@ -83,7 +83,6 @@ CONTROLLER_NAME: Final = "imageregistry"
 EVENT_COMPONENT: Final = "imageregistry-controller"
 MAX_CONCURRENT_RECONCILES: Final = 2
 
-MANAGED_LABEL_SELECTOR: Final = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE}"
 # Registry indexes: the user/cert-manager TLS Secret a registry reads ("ns/name"), and whether it
 # uses the operator's root CA.
 TLS_SECRET_INDEX: Final = "imageregistry-tls-secret"
@@ -213,7 +212,9 @@ class ImageRegistryReconciler(RegistryPart):
         token = outcome.attempt(lambda: self._generated.token_key(ctx, now))
         http_secret = outcome.attempt(lambda: self._generated.http_secret(ctx))
         configs = outcome.attempt(lambda: self._config.ensure(ctx))
-        storage_credentials = outcome.attempt(lambda: credentials_fingerprint(ctx, self._stores.all_secrets))
+        storage_credentials = outcome.attempt(
+            lambda: credentials_fingerprint(ctx, self._stores.referenced_secrets)
+        )
         for resource, desired, store in (
             (SERVICE_ACCOUNTS, desired_service_account(ctx), self._stores.service_accounts),
             (ROLES, desired_role(ctx), self._stores.roles),
@@ -342,7 +343,11 @@ def setup(manager: Manager, settings: Settings) -> None:
     gc_pods = informers.informer(
         PODS, namespace=namespace, label_selector=f"{MANAGED_LABEL_SELECTOR},{LABEL_GC}"
     )
-    all_secrets = informers.informer(SECRETS, namespace=namespace)
+    # Users' and cert-manager's TLS Secrets and S3 credentials: watched one by one, by the names the
+    # registries give.
+    referenced_secrets = informers.by_name(SECRETS)
+    referenced_secrets.track_references(registries, index_tls_secret)
+    referenced_secrets.track_references(registries, index_storage_secret)
     # Shared with the caroot controller (same key: same informer).
     root_ca = informers.informer(
         SECRETS,
@@ -354,7 +359,7 @@ def setup(manager: Manager, settings: Settings) -> None:
         statefulsets=children[STATEFULSETS].store,
         services=children[SERVICES].store,
         managed_secrets=children[SECRETS].store,
-        all_secrets=all_secrets.store,
+        referenced_secrets=referenced_secrets.store,
         root_ca=root_ca.store,
         config_maps=children[CONFIGMAPS].store,
         service_accounts=children[SERVICE_ACCOUNTS].store,
@@ -376,10 +381,10 @@ def setup(manager: Manager, settings: Settings) -> None:
     for informer in children.values():
         controller.watch_owned(informer, IMAGE_REGISTRIES, changed)
     controller.watch_mapped(
-        all_secrets, index_mapper(registries.store, TLS_SECRET_INDEX, _secret_key), changed
+        referenced_secrets, index_mapper(registries.store, TLS_SECRET_INDEX, _secret_key), changed
     )
     controller.watch_mapped(
-        all_secrets, index_mapper(registries.store, STORAGE_SECRET_INDEX, _secret_key), changed
+        referenced_secrets, index_mapper(registries.store, STORAGE_SECRET_INDEX, _secret_key), changed
     )
     controller.watch_mapped(root_ca, index_mapper(registries.store, ROOT_CA_INDEX, _root_ca_value), changed)
     manager.add_controller(controller)

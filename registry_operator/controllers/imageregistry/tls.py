@@ -109,7 +109,7 @@ class ServingTls(RegistryPart):
         if ctx.tls_mode == TLS_MODE_ISSUER:
             certificate = names.registry_certificate_name(ctx.name)
             self._certificate(ctx)
-            secret = self._stores.all_secrets.get_by_name(ctx.namespace, secret_name)
+            secret = self._stores.referenced_secrets.get_by_name(ctx.namespace, secret_name)
             if secret is None:
                 raise Problem(
                     c.REASON_PENDING,
@@ -119,7 +119,7 @@ class ServingTls(RegistryPart):
             source = f"{where} (written by cert-manager for Certificate {certificate})"
             return TlsMaterial(secret_name, self._parse_tls_secret(secret, source), None)
         if ctx.tls_mode == TLS_MODE_SECRET:
-            secret = self._stores.all_secrets.get_by_name(ctx.namespace, secret_name)
+            secret = self._stores.referenced_secrets.get_by_name(ctx.namespace, secret_name)
             if secret is None:
                 raise Problem(c.REASON_MISSING_SECRET, f"{where} named in spec.tls.secretName does not exist")
             return TlsMaterial(
@@ -165,7 +165,7 @@ class ServingTls(RegistryPart):
                 log.info("deleted the Certificate of the former TLS source", certificate=name)
         if ctx.tls_mode != TLS_MODE_SELF_SIGNED:
             name = names.registry_tls_secret_name(ctx.name, None, False)
-            secret = self._stores.all_secrets.get_by_name(ctx.namespace, name)
+            secret = self._stores.managed_secrets.get_by_name(ctx.namespace, name)
             if secret is not None and name != ctx.tls_secret_name and controlled_by_uid(secret, ctx.uid):
                 self._client.delete(SECRETS, name, ctx.namespace, uid=objects.uid(secret), missing_ok=True)
                 log.info("deleted the self-signed TLS secret of the former TLS source", secret=name)
