@@ -1,16 +1,33 @@
 #!/usr/bin/env python3
-"""Benchmark: many ImagePullSecrets created at once, until every one is Ready.
+"""Benchmark: many ImagePullSecrets created at once, until every one is Ready; and operator start-up.
 
     .venv/bin/python hack/bench/pull_secrets.py [--count 200] [--kubeconfig PATH --metrics-url URL]
+    .venv/bin/python hack/bench/pull_secrets.py --production --count 1000 --floor
+    .venv/bin/python hack/bench/pull_secrets.py --startup-runs 5
 
 With `--kubeconfig` and `--metrics-url` it uses a running cluster and operator (the operator's
 /metrics tells the API requests it made); without them it starts a local etcd + kube-apiserver and
-the operator (imagesecret and imageregistryaccount controllers, no leader election, bcrypt cost 4
-as in the e2e tests) for the run. In a fresh namespace it makes a usable ImageRegistry (the object
-plus the status and TLS Secret its controller would write), creates `--count` ImagePullSecrets from
-16 threads, and waits until all are Ready. Prints the time that took, the operator's API requests
-(by method) and per secret, the accounts issued (exactly one per secret is expected), and the
-writes during a few seconds of steady state afterwards (expected: none). Asserts nothing.
+the operator (imagesecret and imageregistryaccount controllers; no leader election and warning logs
+unless `--production`, which keeps the operator's defaults) for the run. In a fresh namespace it
+makes a usable ImageRegistry (the object plus the status and TLS Secret its controller would write),
+creates `--count` ImagePullSecrets from 16 threads, and waits until all are Ready. Prints the time
+that took, the operator's API requests (by method) and per secret, the accounts issued (exactly one
+per secret is expected), the operator's CPU per secret and peak RSS (local runs), and the writes
+during a few seconds of steady state afterwards (expected: none).
+
+`--floor` also runs the floor in a fresh namespace of the same cluster: a bare client whose 2 worker
+threads do the least one secret needs (the account, with the same password hashing, the Secret and a
+Ready status) while the same 16 threads create the CRs, and prints the operator's time as a ratio of
+the floor's.
+
+`--startup-runs N`: N times, a fresh local cluster (with controller-manager, scheduler, kwok and a
+storage provisioner) holding the seed's ImageRegistry; the operator (all controllers, defaults) is
+started and the wall time and operator CPU until that registry is Ready are taken; prints each run
+and the medians.
+
+Side by side: `BASELINE_TREE=/path/to/old/checkout` (a tree with `registry_operator/`, e.g.
+`git archive main registry_operator | tar -x -C /tmp/base`) runs the operator from that tree first.
+Asserts nothing; figures from a shared machine vary from run to run.
 """
 
 from __future__ import annotations
@@ -20,19 +37,21 @@ import base64
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry_operator import pki
+from registry_operator import passwords, pki
 from registry_operator.controllers.resources import (
     IMAGE_PULL_SECRETS,
     IMAGE_REGISTRIES,
@@ -42,6 +61,12 @@ from registry_operator.kube.client import Client
 from registry_operator.kube.resources import EVENTS, NAMESPACES, SECRETS
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+ROOT = Path(__file__).resolve().parents[2]
+SEED_REGISTRY = ROOT / "e2e" / "testdata" / "seed" / "imageregistry.yaml"
+CREATE_THREADS = 16
+FLOOR_WORKERS = 2
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,6 +83,35 @@ class BenchResult:
     accounts: int
     steady_state_seconds: float
     steady_state_writes: float
+    operator_cpu_seconds: float | None = None
+    operator_cpu_ms_per_secret: float | None = None
+    operator_peak_rss_mib: float | None = None
+
+
+@dataclass
+class FloorResult:
+    count: int
+    all_ready_seconds: float
+    writes_per_secret: int
+
+
+@dataclass
+class StartupRun:
+    wall_seconds: float
+    cpu_seconds: float
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a local process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def requests_by_method(metrics_url: str) -> dict[str, float]:
@@ -117,32 +171,47 @@ def count_ready(client: Client, namespace: str) -> int:
     return ready
 
 
+def create_pull_secret(client: Client, namespace: str, index: int) -> dict[str, object]:
+    created: dict[str, object] = client.create(
+        IMAGE_PULL_SECRETS,
+        {
+            "metadata": {"name": f"bench-{index:05d}", "namespace": namespace},
+            "spec": {"registryRef": {"name": "registry"}},
+        },
+    )
+    return created
+
+
+def wait_all_ready(client: Client, namespace: str, count: int, started: float) -> float:
+    """Seconds since `started` until `count` ImagePullSecrets of `namespace` are Ready."""
+    while count_ready(client, namespace) < count:
+        if time.monotonic() - started > 600:
+            raise TimeoutError(f"not all {count} ImagePullSecrets became Ready within 600s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
 def run(
-    client: Client, metrics_url: str, namespace: str, count: int, *, steady_seconds: float = 5.0
+    client: Client,
+    metrics_url: str,
+    namespace: str,
+    count: int,
+    *,
+    steady_seconds: float = 5.0,
+    operator_pid: int | None = None,
 ) -> BenchResult:
     """Create `count` ImagePullSecrets in `namespace` (which must exist) and measure."""
     make_usable_registry(client, namespace)
     time.sleep(0.5)  # let the operator's caches see the registry before the clock starts
     before = requests_by_method(metrics_url)
-
-    def create(index: int) -> None:
-        client.create(
-            IMAGE_PULL_SECRETS,
-            {
-                "metadata": {"name": f"bench-{index:04d}", "namespace": namespace},
-                "spec": {"registryRef": {"name": "registry"}},
-            },
-        )
+    cpu_before = process_cpu_seconds(operator_pid) if operator_pid else None
 
     started = time.monotonic()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(create, range(count)))
+    with ThreadPoolExecutor(CREATE_THREADS) as pool:
+        list(pool.map(lambda index: create_pull_secret(client, namespace, index), range(count)))
     created = time.monotonic() - started
-    while count_ready(client, namespace) < count:
-        if time.monotonic() - started > 300:
-            raise TimeoutError(f"not all {count} ImagePullSecrets became Ready within 300s")
-        time.sleep(0.1)
-    all_ready = time.monotonic() - started
+    all_ready = wait_all_ready(client, namespace, count, started)
+    cpu = process_cpu_seconds(operator_pid) - cpu_before if operator_pid and cpu_before is not None else None
     # Let the last status writes' follow-up passes finish before reading the counters.
     time.sleep(1.0)
     after = requests_by_method(metrics_url)
@@ -174,6 +243,69 @@ def run(
         accounts=accounts,
         steady_state_seconds=steady_seconds,
         steady_state_writes=steady_writes,
+        operator_cpu_seconds=round(cpu, 2) if cpu is not None else None,
+        operator_cpu_ms_per_secret=round(cpu * 1000 / count, 1) if cpu is not None else None,
+        operator_peak_rss_mib=round(process_peak_rss_mib(operator_pid), 1) if operator_pid else None,
+    )
+
+
+def run_floor(client: Client, namespace: str, count: int) -> FloorResult:
+    """The least work per secret, with no operator: 2 workers write the account (same hashing), the
+    Secret and a Ready status for each CR as the 16 creating threads hand it over."""
+    make_usable_registry(client, namespace)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def issue(cr: dict[str, object]) -> None:
+        metadata: dict[str, str] = cr["metadata"]  # type: ignore[assignment]
+        name = metadata["name"]
+        account = f"pull.{namespace}.{name}.1"
+        password = passwords.generate_password()
+        client.create(
+            IMAGE_REGISTRY_ACCOUNTS,
+            {
+                "metadata": {"name": account, "namespace": namespace},
+                "spec": {"password": passwords.hash_generated_password(password), "ttl": "24h0m0s"},
+            },
+        )
+        auth = base64.b64encode(f"{account}:{password}".encode()).decode()
+        config = json.dumps({"auths": {f"registry.{namespace}.svc.cluster.local": {"auth": auth}}})
+        client.create(
+            SECRETS,
+            {
+                "metadata": {"name": f"imagepullsecret-{name}", "namespace": namespace},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": config, "username": account, "password": password},
+            },
+        )
+        body = json.loads(json.dumps(cr))
+        body["status"] = {
+            "rotation": 1,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Available",
+                    "message": "",
+                    "lastTransitionTime": now,
+                }
+            ],
+        }
+        client.update_status(IMAGE_PULL_SECRETS, body)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(FLOOR_WORKERS) as workers, ThreadPoolExecutor(CREATE_THREADS) as creators:
+        pending = [
+            creators.submit(
+                lambda index: workers.submit(issue, create_pull_secret(client, namespace, index)), i
+            )
+            for i in range(count)
+        ]
+        for issued in [future.result() for future in pending]:
+            issued.result()
+    return FloorResult(
+        count=count,
+        all_ready_seconds=round(wait_all_ready(client, namespace, count, started), 3),
+        writes_per_secret=3,
     )
 
 
@@ -191,32 +323,47 @@ def report(result: BenchResult) -> str:
             f"writes during {result.steady_state_seconds:.0f}s of steady state: "
             f"{int(result.steady_state_writes)}",
         ]
+        + (
+            [
+                f"operator CPU: {result.operator_cpu_seconds:.2f}s = {result.operator_cpu_ms_per_secret} ms "
+                f"per secret; peak RSS {result.operator_peak_rss_mib} MiB"
+            ]
+            if result.operator_cpu_seconds is not None
+            else []
+        )
     )
 
 
+def operator_env(
+    kubeconfig: Path, tree: Path, port: int, health_port: int, *, production: bool
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),  # ahead of the editable install: a BASELINE_TREE runs its own code
+        "KUBECONFIG": str(kubeconfig),
+        "WATCH_NAMESPACE": "",
+        "POD_NAMESPACE": "registry-operator",
+        "OPERATOR_METRICS_BIND_ADDRESS": f"127.0.0.1:{port}",
+        "OPERATOR_HEALTH_PROBE_BIND_ADDRESS": f"127.0.0.1:{health_port}",
+        "OPERATOR_LEADER_ELECTION_LEASE_NAME": f"bench-{uuid.uuid4().hex[:8]}",
+    }
+    if not production:
+        # Trees before the fast hash of generated passwords read OPERATOR_BCRYPT_COST (4: the e2e cost).
+        env.update(OPERATOR_LEADER_ELECTION="false", OPERATOR_BCRYPT_COST="4", LOG_LEVEL="warning")
+    return env
+
+
 @contextlib.contextmanager
-def local_stack() -> Iterator[tuple[Client, str]]:
-    """A local control plane and operator for a standalone run: (client, metrics URL)."""
+def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tuple[Client, str, int]]:
+    """A local control plane and operator for a standalone run: (client, metrics URL, operator pid)."""
     from registry_operator.devenv.cluster import LocalCluster
     from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until
 
-    print("no --kubeconfig: starting a local etcd + kube-apiserver and the operator ...", flush=True)
-    crds = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+    print(f"starting a local etcd + kube-apiserver and the operator from {tree} ...", flush=True)
     with LocalCluster(with_controller_manager=False, with_scheduler=False, with_kwok=False) as cluster:
-        cluster.install_crds(crds)
+        cluster.install_crds(ROOT / "manifests" / "crds")
         cluster.kubectl("create", "namespace", "registry-operator")
         port, health_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "WATCH_NAMESPACE": "",
-            "POD_NAMESPACE": "registry-operator",
-            "OPERATOR_METRICS_BIND_ADDRESS": f"127.0.0.1:{port}",
-            "OPERATOR_HEALTH_PROBE_BIND_ADDRESS": f"127.0.0.1:{health_port}",
-            "OPERATOR_LEADER_ELECTION": "false",
-            "OPERATOR_BCRYPT_COST": "4",
-            "LOG_LEVEL": "warning",
-        }
         operator = ManagedProcess(
             "operator",
             [
@@ -227,7 +374,7 @@ def local_stack() -> Iterator[tuple[Client, str]]:
                 "--controllers=imagesecret,imageregistryaccount",
             ],
             cluster.workdir,
-            env,
+            operator_env(cluster.kubeconfig, tree, port, health_port, production=production),
         )
         operator.start()
         metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -239,9 +386,63 @@ def local_stack() -> Iterator[tuple[Client, str]]:
                 60,
                 operator,
             )
-            yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url
+            assert operator.pid is not None
+            yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url, operator.pid
         finally:
             operator.stop()
+
+
+def startup_run(tree: Path) -> StartupRun:
+    """A fresh cluster with the seed's ImageRegistry; start the operator and time it to Ready."""
+    from registry_operator.devenv.cluster import LocalCluster
+    from registry_operator.devenv.processes import ManagedProcess, free_port
+
+    with LocalCluster(storage_provisioner=True) as cluster:
+        cluster.install_crds(ROOT / "manifests" / "crds")
+        cluster.kubectl("create", "namespace", "registry-operator")
+        cluster.kubectl("create", "namespace", "bench")
+        cluster.kubectl("apply", "-n", "bench", "-f", str(SEED_REGISTRY))
+        client = Client.from_kubeconfig(cluster.kubeconfig)
+        operator = ManagedProcess(
+            "operator",
+            [sys.executable, "-m", "registry_operator", "run"],
+            cluster.workdir,
+            operator_env(cluster.kubeconfig, tree, free_port(), free_port(), production=True),
+        )
+        started = time.monotonic()
+        operator.start()
+        assert operator.pid is not None
+        try:
+            while True:
+                registry = client.get(IMAGE_REGISTRIES, "registry", "bench")
+                conditions = (registry.get("status") or {}).get("conditions") or []
+                if any(item.get("type") == "Ready" and item.get("status") == "True" for item in conditions):
+                    return StartupRun(
+                        wall_seconds=round(time.monotonic() - started, 2),
+                        cpu_seconds=round(process_cpu_seconds(operator.pid), 2),
+                    )
+                if time.monotonic() - started > 120 or not operator.running():
+                    raise RuntimeError(f"registry not Ready:\n{operator.log_tail()}")
+                time.sleep(0.05)
+        finally:
+            operator.stop()
+
+
+def startup_report(name: str, runs: list[StartupRun]) -> str:
+    walls = ", ".join(f"{run.wall_seconds:.2f}" for run in runs)
+    cpus = ", ".join(f"{run.cpu_seconds:.2f}" for run in runs)
+    return (
+        f"[{name}] start -> first ImageRegistry Ready over {len(runs)} runs: wall median "
+        f"{statistics.median(r.wall_seconds for r in runs):.2f}s ({walls}); operator CPU median "
+        f"{statistics.median(r.cpu_seconds for r in runs):.2f}s ({cpus})"
+    )
+
+
+def variants() -> list[tuple[str, Path]]:
+    found = [("current", ROOT)]
+    if os.environ.get("BASELINE_TREE"):
+        found.insert(0, ("baseline", Path(os.environ["BASELINE_TREE"])))
+    return found
 
 
 def main() -> int:
@@ -252,23 +453,62 @@ def main() -> int:
     parser.add_argument("--kubeconfig", help="a cluster with the CRDs installed and the operator running")
     parser.add_argument("--metrics-url", help="the operator's /metrics URL (with --kubeconfig)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument(
+        "--production", action="store_true", help="operator defaults (leader election, info logs)"
+    )
+    parser.add_argument("--floor", action="store_true", help="also run the bare-client floor (local runs)")
+    parser.add_argument(
+        "--startup-runs", type=int, default=0, help="time start -> first Ready registry instead"
+    )
     args = parser.parse_args()
     if bool(args.kubeconfig) != bool(args.metrics_url):
         parser.error("--kubeconfig and --metrics-url go together")
-    with contextlib.ExitStack() as stack:
-        if args.kubeconfig:
-            client, metrics_url = Client.from_kubeconfig(args.kubeconfig), args.metrics_url
-        else:
-            client, metrics_url = stack.enter_context(local_stack())
-        namespace = f"bench-{uuid.uuid4().hex[:8]}"
-        client.create(NAMESPACES, {"metadata": {"name": namespace}})
-        try:
-            result = run(client, metrics_url, namespace, args.count)
-        finally:
-            with contextlib.suppress(Exception):
-                client.delete(NAMESPACES, namespace)
-    print(json.dumps(asdict(result)) if args.json else report(result))
+    if args.startup_runs:
+        for name, tree in variants():
+            runs = [startup_run(tree) for _ in range(args.startup_runs)]
+            print(
+                json.dumps({name: [asdict(r) for r in runs]}) if args.json else startup_report(name, runs),
+                flush=True,
+            )
+        return 0
+    if args.kubeconfig:
+        client = Client.from_kubeconfig(args.kubeconfig)
+        result = run_in_fresh_namespace(
+            client, lambda namespace: run(client, args.metrics_url, namespace, args.count)
+        )
+        print(json.dumps(asdict(result)) if args.json else report(result))
+        return 0
+    for name, tree in variants():
+        with local_stack(tree, production=args.production) as (client, metrics_url, pid):
+            result = run_in_fresh_namespace(
+                client, lambda namespace: run(client, metrics_url, namespace, args.count, operator_pid=pid)
+            )
+            print(
+                json.dumps({name: asdict(result)}) if args.json else f"[{name}]\n{report(result)}", flush=True
+            )
+            if args.floor:
+                floor = run_in_fresh_namespace(
+                    client, lambda namespace: run_floor(client, namespace, args.count)
+                )
+                ratio = result.all_ready_seconds / floor.all_ready_seconds
+                print(
+                    json.dumps({f"{name}-floor": asdict(floor), "ratio": round(ratio, 2)})
+                    if args.json
+                    else f"[{name}] floor ({FLOOR_WORKERS} workers, {floor.writes_per_secret} writes per "
+                    f"secret): all Ready after {floor.all_ready_seconds:.2f}s; operator/floor = {ratio:.2f}",
+                    flush=True,
+                )
     return 0
+
+
+def run_in_fresh_namespace(client: Client, body: Callable[[str], T]) -> T:
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    client.create(NAMESPACES, {"metadata": {"name": namespace}})
+    try:
+        return body(namespace)
+    finally:
+        with contextlib.suppress(Exception):
+            client.delete(NAMESPACES, namespace)
 
 
 if __name__ == "__main__":
