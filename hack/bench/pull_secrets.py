@@ -363,6 +363,7 @@ def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tupl
     with LocalCluster(with_controller_manager=False, with_scheduler=False, with_kwok=False) as cluster:
         cluster.install_crds(ROOT / "manifests" / "crds")
         cluster.kubectl("create", "namespace", "registry-operator")
+        wait_crds_served(Client.from_kubeconfig(cluster.kubeconfig))
         port, health_port = free_port(), free_port()
         operator = ManagedProcess(
             "operator",
@@ -392,6 +393,29 @@ def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tupl
             operator.stop()
 
 
+def wait_crds_served(client: Client, timeout: float = 60.0) -> None:
+    """Until the API server's watch cache serves every CRD just installed: an operator started on a
+    cluster whose CRDs have existed for a while never sees the 429 "storage is (re)initializing"."""
+    from registry_operator.controllers.resources import IMAGE_BUILD_ENVS, IMAGE_PUSH_SECRETS
+
+    deadline = time.monotonic() + timeout
+    for resource in (
+        IMAGE_REGISTRIES,
+        IMAGE_REGISTRY_ACCOUNTS,
+        IMAGE_PULL_SECRETS,
+        IMAGE_PUSH_SECRETS,
+        IMAGE_BUILD_ENVS,
+    ):
+        while True:
+            try:
+                client.list(resource, resource_version="0")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
 def startup_run(tree: Path) -> StartupRun:
     """A fresh cluster with the seed's ImageRegistry; start the operator and time it to Ready."""
     from registry_operator.devenv.cluster import LocalCluster
@@ -403,6 +427,7 @@ def startup_run(tree: Path) -> StartupRun:
         cluster.kubectl("create", "namespace", "bench")
         cluster.kubectl("apply", "-n", "bench", "-f", str(SEED_REGISTRY))
         client = Client.from_kubeconfig(cluster.kubeconfig)
+        wait_crds_served(client)
         operator = ManagedProcess(
             "operator",
             [sys.executable, "-m", "registry_operator", "run"],
