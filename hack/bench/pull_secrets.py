@@ -334,12 +334,18 @@ def report(result: BenchResult) -> str:
     )
 
 
+def operator_argv(tree: Path, *args: str) -> list[str]:
+    """`registry-operator <args>` from `tree`: put first on sys.path, ahead of the working directory
+    (which `python -m` would put there) and the editable install, so a BASELINE_TREE runs its own code."""
+    code = f"import sys; sys.path.insert(0, {str(tree)!r}); from registry_operator.cli import main; "
+    return [sys.executable, "-c", code + f"sys.exit(main({list(args)!r}))"]
+
+
 def operator_env(
     kubeconfig: Path, tree: Path, port: int, health_port: int, *, production: bool
 ) -> dict[str, str]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(tree),  # ahead of the editable install: a BASELINE_TREE runs its own code
         "KUBECONFIG": str(kubeconfig),
         "WATCH_NAMESPACE": "",
         "POD_NAMESPACE": "registry-operator",
@@ -367,13 +373,7 @@ def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tupl
         port, health_port = free_port(), free_port()
         operator = ManagedProcess(
             "operator",
-            [
-                sys.executable,
-                "-m",
-                "registry_operator",
-                "run",
-                "--controllers=imagesecret,imageregistryaccount",
-            ],
+            operator_argv(tree, "run", "--controllers=imagesecret,imageregistryaccount"),
             cluster.workdir,
             operator_env(cluster.kubeconfig, tree, port, health_port, production=production),
         )
@@ -416,6 +416,18 @@ def wait_crds_served(client: Client, timeout: float = 60.0) -> None:
                 time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def bare_cluster() -> Iterator[Client]:
+    """etcd + kube-apiserver with the CRDs and no operator: for the floor."""
+    from registry_operator.devenv.cluster import LocalCluster
+
+    with LocalCluster(with_controller_manager=False, with_scheduler=False, with_kwok=False) as cluster:
+        cluster.install_crds(ROOT / "manifests" / "crds")
+        client = Client.from_kubeconfig(cluster.kubeconfig)
+        wait_crds_served(client)
+        yield client
+
+
 def startup_run(tree: Path) -> StartupRun:
     """A fresh cluster with the seed's ImageRegistry; start the operator and time it to Ready."""
     from registry_operator.devenv.cluster import LocalCluster
@@ -430,7 +442,7 @@ def startup_run(tree: Path) -> StartupRun:
         wait_crds_served(client)
         operator = ManagedProcess(
             "operator",
-            [sys.executable, "-m", "registry_operator", "run"],
+            operator_argv(tree, "run"),
             cluster.workdir,
             operator_env(cluster.kubeconfig, tree, free_port(), free_port(), production=True),
         )
@@ -511,7 +523,8 @@ def main() -> int:
             print(
                 json.dumps({name: asdict(result)}) if args.json else f"[{name}]\n{report(result)}", flush=True
             )
-            if args.floor and name == "current":  # the floor hashes as this tree does
+        if args.floor and name == "current":  # the floor hashes as this tree does
+            with bare_cluster() as client:
                 floor = run_in_fresh_namespace(
                     client, lambda namespace: run_floor(client, namespace, args.count)
                 )
