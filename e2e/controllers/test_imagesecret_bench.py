@@ -38,7 +38,8 @@ def test_200_pull_secrets_created_at_once_all_become_ready(
     # No leader election: Lease renewals would count as writes.
     operator = start_operator(
         controllers="imagesecret,imageregistryaccount",
-        env={"OPERATOR_LEADER_ELECTION": "false", "LOG_LEVEL": "info"},
+        # Only this namespace: CRs that earlier tests left terminating elsewhere would add their writes.
+        env={"OPERATOR_LEADER_ELECTION": "false", "LOG_LEVEL": "info", "WATCH_NAMESPACE": namespace},
     )
     result = bench.run(
         api_client(cluster),
