@@ -1,7 +1,9 @@
 """What the reconcilers and the authn sidecar share about ImageRegistryAccounts; pure.
 
 * `account_expiry`: when an account stops working (`creationTimestamp + spec.ttl`);
-* `verify_account_password`: the bcrypt check of a password against `spec.password`;
+* `verify_account_password`: the check of a password against `spec.password` (bcrypt for accounts
+  made by hand, the fast salted hash for generated ones: `passwords.py` says why);
+* `account_hash_scheme`: which of the two `spec.password` holds (None: neither, never verifies);
 * `DEFAULT_AUTHN_PORT`, `AUTHN_PATH`, `HEALTH_PATH`: where the sidecar listens and what docker_auth's
   `ext_auth` and the probes call.
 
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from registry_operator.passwords import verify_password
+from registry_operator.passwords import HashScheme, hash_scheme, verify_password
 
 DEFAULT_AUTHN_PORT = 5002
 AUTHN_PATH = "/authn"
@@ -80,7 +82,13 @@ def account_expiry(account: Account) -> datetime | None:
     return created_at + parse_go_duration(ttl)
 
 
+def account_hash_scheme(account: Account) -> HashScheme | None:
+    """The scheme of `spec.password`; None when it is missing or of no scheme this code verifies."""
+    return hash_scheme((account.get("spec") or {}).get("password"))
+
+
 def verify_account_password(account: Account, password: str) -> bool:
-    """bcrypt check of `password` against `spec.password`; False for a missing or malformed hash."""
+    """Check of `password` against `spec.password` (either scheme); False for a missing, malformed or
+    unknown hash."""
     hashed = (account.get("spec") or {}).get("password")
     return isinstance(hashed, str) and bool(hashed) and verify_password(password, hashed)

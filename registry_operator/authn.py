@@ -9,11 +9,13 @@ tell the cases apart in this sidecar's log and for other callers.
 Decision (`authenticate`, pure):
 * empty user or password, or unknown user → no match;
 * account being deleted, expired (`now > creationTimestamp + spec.ttl`), without a password hash,
-  with an unreadable ttl, or wrong password → deny;
+  with a hash of an unknown scheme, with an unreadable ttl, or wrong password → deny;
 * else allow with labels = `spec.labels` + `origin: [cr]` + `account: [<name>]` (those two always
   override `spec.labels`, so they cannot be forged).
 Unlike the original, account changes and expiry take effect on the next login: the cache below
-only remembers successful bcrypt checks, keyed by the account's uid and resourceVersion.
+only remembers successful bcrypt checks, keyed by the account's uid and resourceVersion. Generated
+accounts (`sha256-salted-v1$` hashes, see `passwords.py`) are checked directly: one HMAC costs
+microseconds, so they need no cache and no bcrypt slot.
 
 Passwords never reach a log line, an exception message or a response.
 """
@@ -42,8 +44,10 @@ from registry_operator.accounts import (
     HEALTH_PATH,
     Account,
     account_expiry,
+    account_hash_scheme,
     verify_account_password,
 )
+from registry_operator.passwords import HashScheme
 
 MAX_BODY_BYTES = 4096
 DEFAULT_CACHE_SIZE = 4096
@@ -125,6 +129,8 @@ def authenticate(
     if not (account.get("spec") or {}).get("password"):
         # docker_auth's static users accept any password without a hash; accounts must not.
         return AuthnResult(Decision.DENY, "account has no password hash")
+    if account_hash_scheme(account) is None:
+        return AuthnResult(Decision.DENY, "password hash of an unknown scheme")
     if not verify(account, password):
         return AuthnResult(Decision.DENY, "wrong password")
     return AuthnResult(Decision.ALLOW, "password matches", account_labels(account))
@@ -153,7 +159,8 @@ class VerifierBusy(Exception):
 
 
 class CachingVerifier:
-    """An `AccountVerifier` that remembers successful checks in a bounded LRU, and recent failures.
+    """An `AccountVerifier` that remembers successful bcrypt checks in a bounded LRU, and recent
+    failures; accounts with the fast hash of generated passwords go straight to `verify`.
 
     The key is (uid, resourceVersion, SHA-256 of stored hash and password): any change to the
     account, or a new account under the same name, misses the cache, so there is nothing to
@@ -192,6 +199,7 @@ class CachingVerifier:
         self.hits = 0
         self.misses = 0
         self.failed_hits = 0
+        self.fast_checks = 0
 
     @staticmethod
     def _key(account: Account, password: str) -> tuple[str, str, bytes] | None:
@@ -204,6 +212,14 @@ class CachingVerifier:
         return (str(uid), str(resource_version), digest)
 
     def __call__(self, account: Account, password: str) -> bool:
+        scheme = account_hash_scheme(account)
+        if scheme is HashScheme.SALTED_SHA256_V1:
+            # Cheaper than the cache lookup itself, and no CPU to bound.
+            with self._lock:
+                self.fast_checks += 1
+            return self._verify(account, password)
+        if scheme is None:
+            return False
         key = self._key(account, password)
         if key is not None:
             with self._lock:

@@ -41,7 +41,6 @@ from registry_operator.api.names import (
     is_dns1123_label,
     is_dns1123_subdomain,
 )
-from registry_operator.passwords import MAX_VERIFY_COST, MIN_COST
 
 __all__ = [
     "DEFAULT_IMAGE_AUTH",
@@ -71,7 +70,6 @@ ENV_IMAGE_OPERATOR: Final = "OPERATOR_IMAGE_OPERATOR"
 ENV_IMAGE_AUTHN: Final = "OPERATOR_IMAGE_AUTHN"
 ENV_MAX_CONCURRENT_ROLLOUTS: Final = "OPERATOR_MAX_CONCURRENT_ROLLOUTS"
 ENV_IMAGE_REDIS: Final = "OPERATOR_IMAGE_REDIS"
-ENV_BCRYPT_COST: Final = "OPERATOR_BCRYPT_COST"
 ENV_METRICS_BIND_ADDRESS: Final = "OPERATOR_METRICS_BIND_ADDRESS"
 ENV_HEALTH_PROBE_BIND_ADDRESS: Final = "OPERATOR_HEALTH_PROBE_BIND_ADDRESS"
 ENV_LEADER_ELECTION: Final = "OPERATOR_LEADER_ELECTION"
@@ -91,7 +89,6 @@ DEFAULT_IMAGE_OPERATOR: Final = f"ghcr.io/registry-operator/registry-operator:{_
 
 DEFAULT_SECRET_TTL: Final = "24h"
 DEFAULT_REGISTRY_NAME: Final = "registry"
-DEFAULT_BCRYPT_COST: Final = 10
 # Registries whose pods the operator rolls at once for a change of its own (image upgrade, renewal).
 DEFAULT_MAX_CONCURRENT_ROLLOUTS: Final = 2
 DEFAULT_METRICS_BIND_ADDRESS: Final = ":8080"
@@ -100,9 +97,6 @@ DEFAULT_LEADER_ELECTION_LEASE_NAME: Final = "image-registry-operator-lock"
 
 # Below one second the rotation interval (TTL/2) would make the operator rotate in a tight loop.
 MIN_SECRET_TTL: Final = timedelta(seconds=1)
-# bcrypt accepts 4-31, but the authn sidecar refuses hashes above passwords.MAX_VERIFY_COST (a cost-15
-# hash would deny every login while the CRs say Ready): generate only what the sidecar verifies.
-BCRYPT_COST_RANGE: Final = range(MIN_COST, MAX_VERIFY_COST + 1)
 # A registry hostname `<name>.<namespace>.<zone>` must stay a valid DNS name (253 characters).
 MAX_DNS_ZONE_LENGTH: Final = DNS1123_SUBDOMAIN_MAX_LENGTH - MAX_REGISTRY_NAME_LENGTH - 63 - 2
 
@@ -138,7 +132,6 @@ class Settings:
     """The registry pods' authn sidecar; defaults to the operator image, pin it to upgrade the operator
     without rolling every registry."""
     image_redis: str
-    bcrypt_cost: int
     max_concurrent_rollouts: int
     """At most this many registries roll their pods at once for a change the operator makes by itself
     (a new sidecar image, a renewed certificate); a change of a registry's own spec is never held."""
@@ -195,13 +188,6 @@ def _parse_ttl(text: str) -> timedelta | None:
     except DurationError:
         return None
     return ttl if ttl >= MIN_SECRET_TTL else None
-
-
-def _parse_bcrypt_cost(text: str) -> int | None:
-    if not re.fullmatch(r"[0-9]{1,2}", text):
-        return None
-    cost = int(text)
-    return cost if cost in BCRYPT_COST_RANGE else None
 
 
 def _parse_positive_int(text: str) -> int | None:
@@ -304,13 +290,6 @@ def load_settings(
         image_operator=image_operator,
         image_authn=_read(env, ENV_IMAGE_AUTHN, image_operator, _parse_image, image_text),
         image_redis=_read(env, ENV_IMAGE_REDIS, DEFAULT_IMAGE_REDIS, _parse_image, image_text),
-        bcrypt_cost=_read(
-            env,
-            ENV_BCRYPT_COST,
-            str(DEFAULT_BCRYPT_COST),
-            _parse_bcrypt_cost,
-            f"an integer from {BCRYPT_COST_RANGE.start} to {BCRYPT_COST_RANGE.stop - 1}",
-        ),
         max_concurrent_rollouts=_read(
             env,
             ENV_MAX_CONCURRENT_ROLLOUTS,

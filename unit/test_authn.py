@@ -195,6 +195,24 @@ def test_malformed_stored_hash_denies_without_exception() -> None:
     assert authn.authenticate(account, "push.ns.example.1", "pw", CREATED).decision is Decision.DENY
 
 
+def test_generated_accounts_verify_with_the_fast_hash() -> None:
+    password = passwords.generate_password()
+    account = make_account(password_hash=passwords.hash_generated_password(password))
+    allowed = authn.authenticate(account, "push.ns.example.1", password, CREATED)
+    assert allowed.decision is Decision.ALLOW
+    wrong = authn.authenticate(account, "push.ns.example.1", password[::-1], CREATED)
+    assert wrong.decision is Decision.DENY and wrong.reason == "wrong password"
+
+
+def test_unknown_hash_scheme_denies_without_calling_the_verifier() -> None:
+    verifier = RecordingVerifier()
+    account = make_account(password_hash="sha256-salted-v9$" + "0" * 32 + "$" + "0" * 64)
+    result = authn.authenticate(account, "push.ns.example.1", "pw", CREATED, verifier)
+    assert result.decision is Decision.DENY
+    assert result.reason == "password hash of an unknown scheme"
+    assert verifier.calls == []
+
+
 # --------------------------------------------------------------------------------------------------
 # Cache
 
@@ -270,6 +288,54 @@ def test_bcrypt_runs_at_lower_priority_in_the_handler_thread_only() -> None:
     finally:
         server.server_close()
     assert not CachingVerifier(verify).deprioritize
+
+
+def test_generated_accounts_bypass_cache_and_bcrypt_slots() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_bcrypt(account: accounts.Account, password: str) -> bool:
+        started.set()
+        release.wait(5)
+        return True
+
+    inner = RecordingVerifier()
+    cache = CachingVerifier(
+        lambda account, password: (
+            slow_bcrypt(account, password)
+            if accounts.account_hash_scheme(account) is passwords.HashScheme.BCRYPT
+            else inner(account, password)
+        ),
+        max_concurrent=1,
+        slot_wait=0.05,
+    )
+    worker = threading.Thread(target=cache, args=(make_account(uid="bcrypt"), "a"))
+    worker.start()
+    assert started.wait(5)  # the only bcrypt slot is taken
+    try:
+        generated = make_account(password_hash=passwords.hash_generated_password("A" * 32))
+        for _ in range(3):
+            assert cache(generated, "pw")  # neither waits for the slot nor raises VerifierBusy
+    finally:
+        release.set()
+        worker.join(5)
+    assert len(inner.calls) == 3  # checked every time: nothing cached
+    assert cache.fast_checks == 3 and cache.hits == 0
+    assert len(cache) == 1  # only the bcrypt account's success
+
+
+def test_really_generated_account_fails_and_succeeds_without_cache() -> None:
+    cache = CachingVerifier()
+    password = passwords.generate_password()
+    account = make_account(password_hash=passwords.hash_generated_password(password))
+    assert cache(account, password) and not cache(account, password + "x")
+    assert len(cache) == 0 and cache.failed_hits == 0
+
+
+def test_cache_refuses_unknown_schemes_without_calling_verify() -> None:
+    inner = RecordingVerifier()
+    cache = CachingVerifier(inner)
+    assert not cache(make_account(password_hash="plain-text-password"), "plain-text-password")
+    assert inner.calls == []
 
 
 def test_cache_misses_after_account_change() -> None:

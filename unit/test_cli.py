@@ -33,7 +33,6 @@ def test_version_prints_the_package_version() -> None:
     [
         ("OPERATOR_SECRET_TTL", "banana"),
         ("OPERATOR_SECRET_TTL", "0s"),
-        ("OPERATOR_BCRYPT_COST", "99"),
         ("WATCH_NAMESPACE", "Not_A_Namespace"),
         ("OPERATOR_DNS_ZONE", "UPPER..case"),
     ],

@@ -41,7 +41,6 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.image_auth == DEFAULT_IMAGE_AUTH == "docker.io/cesanta/docker_auth:1.14.0"
     assert settings.image_redis == DEFAULT_IMAGE_REDIS
     assert settings.image_operator.endswith(f":{__version__}")
-    assert settings.bcrypt_cost == 10
     assert settings.metrics_bind_address == ":8080"
     assert settings.health_probe_bind_address == ":8081"
     assert settings.leader_election is True
@@ -58,7 +57,6 @@ def test_explicit_values(tmp_path: Path) -> None:
             "OPERATOR_DEFAULT_REGISTRY_NAME": "main",
             "OPERATOR_DEFAULT_REGISTRY_NAMESPACE": "infra",
             "OPERATOR_IMAGE_REGISTRY": "registry.local/registry:3",
-            "OPERATOR_BCRYPT_COST": "12",
             "OPERATOR_METRICS_BIND_ADDRESS": "0",
             "OPERATOR_HEALTH_PROBE_BIND_ADDRESS": "127.0.0.1:9000",
             "OPERATOR_LEADER_ELECTION": "false",
@@ -72,7 +70,6 @@ def test_explicit_values(tmp_path: Path) -> None:
     assert settings.secret_ttl_text == "12h30m0s"
     assert (settings.default_registry_name, settings.default_registry_namespace) == ("main", "infra")
     assert settings.image_registry == "registry.local/registry:3"
-    assert settings.bcrypt_cost == 12
     assert settings.metrics_bind_address is None  # "0" disables metrics
     assert settings.health_probe_bind_address == "127.0.0.1:9000"
     assert settings.leader_election is False
@@ -111,10 +108,6 @@ def test_missing_operator_namespace_is_a_clear_error(tmp_path: Path) -> None:
         ("OPERATOR_DEFAULT_REGISTRY_NAME", "1registry", "an ImageRegistry name"),
         ("OPERATOR_DEFAULT_REGISTRY_NAMESPACE", "-x", "a namespace name"),
         ("OPERATOR_IMAGE_AUTH", "docker_auth latest", "a container image reference"),
-        ("OPERATOR_BCRYPT_COST", "3", "an integer from 4 to 14"),
-        ("OPERATOR_BCRYPT_COST", "32", "an integer from 4 to 14"),
-        ("OPERATOR_BCRYPT_COST", "15", "an integer from 4 to 14"),
-        ("OPERATOR_BCRYPT_COST", "ten", "an integer from 4 to 14"),
         ("OPERATOR_METRICS_BIND_ADDRESS", "8080", "[host]:port"),
         ("OPERATOR_HEALTH_PROBE_BIND_ADDRESS", ":99999", "[host]:port"),
         ("OPERATOR_LEADER_ELECTION", "maybe", "true or false"),

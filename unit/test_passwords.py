@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hmac
 import string
 from collections import Counter
 
@@ -98,3 +99,89 @@ def test_overlong_passwords() -> None:
     assert passwords.verify_password("a" * 72, hashed)
     # bcrypt would ignore the extra bytes; we refuse instead of accepting a longer password.
     assert not passwords.verify_password("a" * 73, hashed)
+
+
+# --- the fast salted hash of generated passwords ---------------------------------------------------
+
+
+def test_generated_hash_round_trip_and_shape() -> None:
+    password = passwords.generate_password()
+    hashed = passwords.hash_generated_password(password)
+    prefix, salt, digest = hashed.split("$")
+    assert prefix == "sha256-salted-v1"
+    assert len(bytes.fromhex(salt)) == passwords.GENERATED_SALT_BYTES
+    assert len(bytes.fromhex(digest)) == 32
+    assert passwords.hash_scheme(hashed) is passwords.HashScheme.SALTED_SHA256_V1
+    assert passwords.verify_password(password, hashed)
+    assert not passwords.verify_password(password[:-1], hashed)
+    assert not passwords.verify_password(password + "x", hashed)
+    assert not passwords.verify_password("", hashed)
+
+
+def test_generated_hashes_are_salted() -> None:
+    password = passwords.generate_password()
+    first, second = passwords.hash_generated_password(password), passwords.hash_generated_password(password)
+    assert first != second
+    assert passwords.verify_password(password, first) and passwords.verify_password(password, second)
+    # The salt is part of the digest: another account's salt does not verify.
+    swapped = "$".join([*first.split("$")[:2], second.split("$")[2]])
+    assert not passwords.verify_password(password, swapped)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "pw123",  # a human password: must stay bcrypt
+        "a" * 21,  # fewer than 128 bits' worth of the alphabet
+        "Correct-Horse-Battery-Staple-42-x",  # characters no generated password has
+    ],
+)
+def test_fast_hash_refuses_what_was_not_generated(password: str) -> None:
+    with pytest.raises(ValueError, match="generated passwords"):
+        passwords.hash_generated_password(password)
+
+
+def test_generated_digest_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[str, str]] = []
+    original = hmac.compare_digest
+
+    def recording(a: str, b: str) -> bool:
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    password = passwords.generate_password()
+    hashed = passwords.hash_generated_password(password)
+    assert passwords.verify_password(password, hashed)
+    assert not passwords.verify_password("x" + password[1:], hashed)
+    assert len(compared) == 2
+
+
+def test_bcrypt_hashes_are_recognised() -> None:
+    assert passwords.hash_scheme(PW123_2Y) is passwords.HashScheme.BCRYPT
+    assert passwords.hash_scheme(passwords.hash_password("pw", cost=TEST_COST)) is passwords.HashScheme.BCRYPT
+
+
+GENERATED_EXAMPLE = passwords.hash_generated_password("A" * 32)
+
+
+@pytest.mark.parametrize(
+    "hashed",
+    [
+        GENERATED_EXAMPLE.replace("-v1$", "-v2$", 1),  # a version this code does not know
+        GENERATED_EXAMPLE.replace("sha256-salted", "sha512-salted", 1),
+        GENERATED_EXAMPLE.removeprefix("sha256-salted-v1"),
+        "$" + GENERATED_EXAMPLE,
+        GENERATED_EXAMPLE.upper(),
+        GENERATED_EXAMPLE[:-1],  # truncated digest
+        GENERATED_EXAMPLE + "0",
+        "sha256-salted-v1$$" + GENERATED_EXAMPLE.split("$")[2],  # no salt
+        "{SHA}" + GENERATED_EXAMPLE.split("$")[2],
+        "$1$salt$md5cryptvalue",
+        "A" * 32,  # the password itself, stored in clear text
+        None,
+    ],
+)
+def test_unknown_or_malformed_schemes_never_verify(hashed: str | None) -> None:
+    assert passwords.hash_scheme(hashed) is None
+    assert passwords.verify_password("A" * 32, hashed) is False  # type: ignore[arg-type]

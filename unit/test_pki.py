@@ -59,10 +59,21 @@ def test_default_key_sizes(monkeypatch: pytest.MonkeyPatch, ca: pki.ParsedBundle
         return small_key
 
     monkeypatch.setattr(pki, "_new_rsa_key", fake_new_key)
-    pki.create_ca("ca", NOW)
+    root = pki.parse_bundle(pki.create_ca("ca", NOW))
     pki.create_server_cert(ca, ["a.example"], NOW)
     pki.create_token_signing_pair("token", NOW)
-    assert requested == [4096, 2048, 2048]
+    assert requested == [2048, 2048]  # serving and token keys; the root CA is not RSA
+    assert not isinstance(root, pki.PkiError)
+    assert isinstance(root.key, ec.EllipticCurvePrivateKey) and root.key.curve.name == "secp256r1"
+
+
+def test_server_cert_from_the_default_ecdsa_root_verifies() -> None:
+    root = pki.parse_bundle(pki.create_ca("ecdsa-root.local", NOW))
+    assert not isinstance(root, pki.PkiError) and pki.is_ca(root.cert)
+    server = pki.parse_bundle(pki.create_server_cert(root, ["registry.example"], NOW, key_size=TEST_KEY_SIZE))
+    assert not isinstance(server, pki.PkiError)
+    assert isinstance(server.key, rsa.RSAPrivateKey)
+    server.cert.verify_directly_issued_by(root.cert)  # raises unless the ECDSA signature checks
 
 
 def test_ca_certificate(ca: pki.ParsedBundle) -> None:

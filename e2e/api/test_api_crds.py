@@ -18,6 +18,8 @@ from registry_operator.devenv.cluster import LocalCluster
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "testdata" / "seed"
 BCRYPT_HASH = "$2y$05$" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
+# The fast salted hash the operator stores for generated passwords (passwords.hash_generated_password).
+GENERATED_HASH = "sha256-salted-v1$" + "0123456789abcdef" * 2 + "$" + "0123456789abcdef" * 4
 VOLUME: dict[str, Any] = {"resources": {"requests": {"storage": "1Gi"}}}
 
 
@@ -145,6 +147,13 @@ INVALID_OBJECTS: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
     ),
     ("plain-text-password", "ImageRegistryAccount", "bad", {"password": "pw123"}, "spec.password"),
     ("missing-password", "ImageRegistryAccount", "bad", {"ttl": "1h"}, "spec.password"),
+    (
+        "unknown-hash-scheme",
+        "ImageRegistryAccount",
+        "bad",
+        {"password": GENERATED_HASH.replace("-v1$", "-v2$")},
+        "spec.password",
+    ),
     (
         "unknown-service-type",
         "ImageRegistry",
@@ -303,6 +312,12 @@ def test_invalid_objects_are_refused_naming_the_field(
     assert result.returncode != 0, result.stdout
     assert field in result.stderr, result.stderr
     assert not exists(cluster, namespace, kind.lower(), name)
+
+
+def test_accounts_take_both_password_hash_schemes(cluster: LocalCluster, namespace: str) -> None:
+    for name, password in (("by-hand", BCRYPT_HASH), ("pull.team.app.1", GENERATED_HASH)):
+        apply(cluster, namespace, manifest("ImageRegistryAccount", name, {"password": password}))
+        assert get(cluster, namespace, "imageregistryaccount", name)["spec"]["password"] == password
 
 
 def test_immutable_volume_fields_and_allowed_resize(cluster: LocalCluster, namespace: str) -> None:

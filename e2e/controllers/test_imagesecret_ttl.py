@@ -52,6 +52,12 @@ def test_short_ttl_rotates_at_half_the_ttl_and_expired_accounts_are_deleted(
         rotated_after = time.time() - created_1.timestamp()
         print(f"\nTTL {TTL_SECONDS}s: rotation 2 came {rotated_after:.2f}s after credential 1 was created")
         assert TTL_SECONDS / 2 <= rotated_after < TTL_SECONDS / 2 + 2.5
+        # The account comes a moment before the Secret that holds it (the CR stays Ready meanwhile).
+        wait_for(
+            lambda: secret_values(api, namespace, "imagepullsecret-short")["username"] == account[2],
+            5,
+            "Secret with credentials #2",
+        )
         wait_ready(api, PULL, namespace, "short")
         second = secret_values(api, namespace, "imagepullsecret-short")
         assert second["username"] == account[2]

@@ -36,8 +36,6 @@ class OperatorProcess:
             "POD_NAMESPACE": OPERATOR_NAMESPACE,
             "OPERATOR_METRICS_BIND_ADDRESS": f"127.0.0.1:{self.metrics_port}",
             "OPERATOR_HEALTH_PROBE_BIND_ADDRESS": f"127.0.0.1:{self.health_port}",
-            # Fast bcrypt keeps 200-secret tests quick; production default is 10.
-            "OPERATOR_BCRYPT_COST": "4",
             "LOG_LEVEL": "debug",
             **(env or {}),
         }

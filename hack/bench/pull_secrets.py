@@ -1,28 +1,33 @@
 #!/usr/bin/env python3
-"""Benchmark: many ImagePullSecrets created at once, until every one is Ready.
+"""Benchmark: many ImagePullSecrets created at once, until every one is Ready; and operator start-up.
 
     .venv/bin/python hack/bench/pull_secrets.py [--count 200] [--kubeconfig PATH --metrics-url URL]
-    [BASELINE_TREE=/path] .venv/bin/python hack/bench/pull_secrets.py --memory [--counts 200,1000]
-        [--noise-secrets 20000] [--noise-configmaps 2000]
+    .venv/bin/python hack/bench/pull_secrets.py --production --count 1000 --floor
+    .venv/bin/python hack/bench/pull_secrets.py --startup-runs 5
 
 With `--kubeconfig` and `--metrics-url` it uses a running cluster and operator (the operator's
 /metrics tells the API requests it made); without them it starts a local etcd + kube-apiserver and
-the operator (imagesecret and imageregistryaccount controllers, no leader election, bcrypt cost 4
-as in the e2e tests) for the run. In a fresh namespace it makes a usable ImageRegistry (the object
-plus the status and TLS Secret its controller would write), creates `--count` ImagePullSecrets from
-16 threads, and waits until all are Ready. Prints the time that took, the operator's API requests
-(by method) and per secret, the accounts issued (exactly one per secret is expected), and the
-writes during a few seconds of steady state afterwards (expected: none). Asserts nothing.
+the operator (imagesecret and imageregistryaccount controllers; no leader election and warning logs
+unless `--production`, which keeps the operator's defaults) for the run. In a fresh namespace it
+makes a usable ImageRegistry (the object plus the status and TLS Secret its controller would write),
+creates `--count` ImagePullSecrets from 16 threads, and waits until all are Ready. Prints the time
+that took, the operator's API requests (by method) and per secret, the accounts issued (exactly one
+per secret is expected), the operator's CPU per secret and peak RSS (local runs), and the writes
+during a few seconds of steady state afterwards (expected: none).
 
-`--memory` (always local): the operator's peak RSS (VmHWM) with N ImagePullSecrets on one registry,
-for each N of `--counts`, first on an otherwise empty cluster, then with `--noise-secrets` unrelated
-4 KiB Secrets and `--noise-configmaps` unrelated ConfigMaps in 20 other namespaces; prints the growth
-the unrelated objects cause (the issue's target: at most 10 MiB). Every controller runs except
-imageregistry (the bench's registry is a hand-made Ready one) and the opt-in localregistryhosting.
-With `BASELINE_TREE=/path` (a directory holding another version's `registry_operator/`, e.g.
-`git -C /work/main archive HEAD registry_operator | tar -x -C /tmp/base`) that version runs the same
-cells side by side, on the same cluster. Each cell gets a fresh operator process and namespace, wiped
-(finalizers stripped) before the next one. Figures on a shared machine vary by a few MiB.
+`--floor` also runs the floor in a fresh namespace of the same cluster: a bare client whose 2 worker
+threads do the least one secret needs (the account, with the same password hashing, the Secret and a
+Ready status) while the same 16 threads create the CRs, and prints the operator's time as a ratio of
+the floor's.
+
+`--startup-runs N`: N times, a fresh local cluster (with controller-manager, scheduler, kwok and a
+storage provisioner) holding the seed's ImageRegistry; the operator (all controllers, defaults) is
+started and the wall time and operator CPU until that registry is Ready are taken; prints each run
+and the medians.
+
+Side by side: `BASELINE_TREE=/path/to/old/checkout` (a tree with `registry_operator/`, e.g.
+`git archive main registry_operator | tar -x -C /tmp/base`) runs the operator from that tree first.
+Asserts nothing; figures from a shared machine vary from run to run.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import base64
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 import urllib.request
@@ -41,29 +47,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry_operator import pki
+from registry_operator import passwords, pki
 from registry_operator.controllers.resources import (
     IMAGE_PULL_SECRETS,
     IMAGE_REGISTRIES,
     IMAGE_REGISTRY_ACCOUNTS,
 )
 from registry_operator.kube.client import Client
-from registry_operator.kube.errors import NotFound
-from registry_operator.kube.resources import CONFIGMAPS, EVENTS, NAMESPACES, SECRETS, Resource
-
-if TYPE_CHECKING:
-    from registry_operator.devenv.cluster import LocalCluster
+from registry_operator.kube.resources import EVENTS, NAMESPACES, SECRETS
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 ROOT = Path(__file__).resolve().parents[2]
-# The memory cells run every controller that reads Secrets, except imageregistry (see the doc).
-MEMORY_CONTROLLERS = "*,-imageregistry,-localregistryhosting"
-NOISE_NAMESPACES = 20
-MIB = 1024 * 1024
+SEED_REGISTRY = ROOT / "e2e" / "testdata" / "seed" / "imageregistry.yaml"
+CREATE_THREADS = 16
+FLOOR_WORKERS = 2
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,6 +83,35 @@ class BenchResult:
     accounts: int
     steady_state_seconds: float
     steady_state_writes: float
+    operator_cpu_seconds: float | None = None
+    operator_cpu_ms_per_secret: float | None = None
+    operator_peak_rss_mib: float | None = None
+
+
+@dataclass
+class FloorResult:
+    count: int
+    all_ready_seconds: float
+    writes_per_secret: int
+
+
+@dataclass
+class StartupRun:
+    wall_seconds: float
+    cpu_seconds: float
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a local process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def requests_by_method(metrics_url: str) -> dict[str, float]:
@@ -139,32 +171,47 @@ def count_ready(client: Client, namespace: str) -> int:
     return ready
 
 
+def create_pull_secret(client: Client, namespace: str, index: int) -> dict[str, object]:
+    created: dict[str, object] = client.create(
+        IMAGE_PULL_SECRETS,
+        {
+            "metadata": {"name": f"bench-{index:05d}", "namespace": namespace},
+            "spec": {"registryRef": {"name": "registry"}},
+        },
+    )
+    return created
+
+
+def wait_all_ready(client: Client, namespace: str, count: int, started: float) -> float:
+    """Seconds since `started` until `count` ImagePullSecrets of `namespace` are Ready."""
+    while count_ready(client, namespace) < count:
+        if time.monotonic() - started > 600:
+            raise TimeoutError(f"not all {count} ImagePullSecrets became Ready within 600s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
 def run(
-    client: Client, metrics_url: str, namespace: str, count: int, *, steady_seconds: float = 5.0
+    client: Client,
+    metrics_url: str,
+    namespace: str,
+    count: int,
+    *,
+    steady_seconds: float = 5.0,
+    operator_pid: int | None = None,
 ) -> BenchResult:
     """Create `count` ImagePullSecrets in `namespace` (which must exist) and measure."""
     make_usable_registry(client, namespace)
     time.sleep(0.5)  # let the operator's caches see the registry before the clock starts
     before = requests_by_method(metrics_url)
-
-    def create(index: int) -> None:
-        client.create(
-            IMAGE_PULL_SECRETS,
-            {
-                "metadata": {"name": f"bench-{index:04d}", "namespace": namespace},
-                "spec": {"registryRef": {"name": "registry"}},
-            },
-        )
+    cpu_before = process_cpu_seconds(operator_pid) if operator_pid else None
 
     started = time.monotonic()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(create, range(count)))
+    with ThreadPoolExecutor(CREATE_THREADS) as pool:
+        list(pool.map(lambda index: create_pull_secret(client, namespace, index), range(count)))
     created = time.monotonic() - started
-    while count_ready(client, namespace) < count:
-        if time.monotonic() - started > 300:
-            raise TimeoutError(f"not all {count} ImagePullSecrets became Ready within 300s")
-        time.sleep(0.1)
-    all_ready = time.monotonic() - started
+    all_ready = wait_all_ready(client, namespace, count, started)
+    cpu = process_cpu_seconds(operator_pid) - cpu_before if operator_pid and cpu_before is not None else None
     # Let the last status writes' follow-up passes finish before reading the counters.
     time.sleep(1.0)
     after = requests_by_method(metrics_url)
@@ -196,6 +243,69 @@ def run(
         accounts=accounts,
         steady_state_seconds=steady_seconds,
         steady_state_writes=steady_writes,
+        operator_cpu_seconds=round(cpu, 2) if cpu is not None else None,
+        operator_cpu_ms_per_secret=round(cpu * 1000 / count, 1) if cpu is not None else None,
+        operator_peak_rss_mib=round(process_peak_rss_mib(operator_pid), 1) if operator_pid else None,
+    )
+
+
+def run_floor(client: Client, namespace: str, count: int) -> FloorResult:
+    """The least work per secret, with no operator: 2 workers write the account (same hashing), the
+    Secret and a Ready status for each CR as the 16 creating threads hand it over."""
+    make_usable_registry(client, namespace)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def issue(cr: dict[str, object]) -> None:
+        metadata: dict[str, str] = cr["metadata"]  # type: ignore[assignment]
+        name = metadata["name"]
+        account = f"pull.{namespace}.{name}.1"
+        password = passwords.generate_password()
+        client.create(
+            IMAGE_REGISTRY_ACCOUNTS,
+            {
+                "metadata": {"name": account, "namespace": namespace},
+                "spec": {"password": passwords.hash_generated_password(password), "ttl": "24h0m0s"},
+            },
+        )
+        auth = base64.b64encode(f"{account}:{password}".encode()).decode()
+        config = json.dumps({"auths": {f"registry.{namespace}.svc.cluster.local": {"auth": auth}}})
+        client.create(
+            SECRETS,
+            {
+                "metadata": {"name": f"imagepullsecret-{name}", "namespace": namespace},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": config, "username": account, "password": password},
+            },
+        )
+        body = json.loads(json.dumps(cr))
+        body["status"] = {
+            "rotation": 1,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Available",
+                    "message": "",
+                    "lastTransitionTime": now,
+                }
+            ],
+        }
+        client.update_status(IMAGE_PULL_SECRETS, body)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(FLOOR_WORKERS) as workers, ThreadPoolExecutor(CREATE_THREADS) as creators:
+        pending = [
+            creators.submit(
+                lambda index: workers.submit(issue, create_pull_secret(client, namespace, index)), i
+            )
+            for i in range(count)
+        ]
+        for issued in [future.result() for future in pending]:
+            issued.result()
+    return FloorResult(
+        count=count,
+        all_ready_seconds=round(wait_all_ready(client, namespace, count, started), 3),
+        writes_per_secret=3,
     )
 
 
@@ -213,10 +323,27 @@ def report(result: BenchResult) -> str:
             f"writes during {result.steady_state_seconds:.0f}s of steady state: "
             f"{int(result.steady_state_writes)}",
         ]
+        + (
+            [
+                f"operator CPU: {result.operator_cpu_seconds:.2f}s = {result.operator_cpu_ms_per_secret} ms "
+                f"per secret; peak RSS {result.operator_peak_rss_mib} MiB"
+            ]
+            if result.operator_cpu_seconds is not None
+            else []
+        )
     )
 
 
-def operator_env(kubeconfig: Path, port: int, health_port: int, tree: Path | None) -> dict[str, str]:
+def operator_argv(tree: Path, *args: str) -> list[str]:
+    """`registry-operator <args>` from `tree`: put first on sys.path, ahead of the working directory
+    (which `python -m` would put there) and the editable install, so a BASELINE_TREE runs its own code."""
+    code = f"import sys; sys.path.insert(0, {str(tree)!r}); from registry_operator.cli import main; "
+    return [sys.executable, "-c", code + f"sys.exit(main({list(args)!r}))"]
+
+
+def operator_env(
+    kubeconfig: Path, tree: Path, port: int, health_port: int, *, production: bool
+) -> dict[str, str]:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -224,194 +351,135 @@ def operator_env(kubeconfig: Path, port: int, health_port: int, tree: Path | Non
         "POD_NAMESPACE": "registry-operator",
         "OPERATOR_METRICS_BIND_ADDRESS": f"127.0.0.1:{port}",
         "OPERATOR_HEALTH_PROBE_BIND_ADDRESS": f"127.0.0.1:{health_port}",
-        "OPERATOR_LEADER_ELECTION": "false",
-        "OPERATOR_BCRYPT_COST": "4",
-        "LOG_LEVEL": "warning",
+        "OPERATOR_LEADER_ELECTION_LEASE_NAME": f"bench-{uuid.uuid4().hex[:8]}",
     }
-    if tree is not None:
-        # Ahead of the editable install of this tree; and no current directory on sys.path (`-m`
-        # would put it first, and the bench runs from this checkout).
-        env["PYTHONPATH"] = str(tree)
-        env["PYTHONSAFEPATH"] = "1"
+    if not production:
+        # Trees before the fast hash of generated passwords read OPERATOR_BCRYPT_COST (4: the e2e cost).
+        env.update(OPERATOR_LEADER_ELECTION="false", OPERATOR_BCRYPT_COST="4", LOG_LEVEL="warning")
     return env
 
 
 @contextlib.contextmanager
-def operator_process(
-    cluster: LocalCluster, controllers: str, tree: Path | None = None, name: str = "operator"
-) -> Iterator[tuple[str, int]]:
-    """The operator (of `tree`, default this checkout) until /readyz: (metrics URL, pid)."""
+def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tuple[Client, str, int]]:
+    """A local control plane and operator for a standalone run: (client, metrics URL, operator pid)."""
+    from registry_operator.devenv.cluster import LocalCluster
     from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until
 
-    port, health_port = free_port(), free_port()
-    operator = ManagedProcess(
-        name,
-        [sys.executable, "-m", "registry_operator", "run", f"--controllers={controllers}"],
-        cluster.workdir,
-        operator_env(cluster.kubeconfig, port, health_port, tree),
-    )
-    operator.start()
-    try:
-        ready_url = f"http://127.0.0.1:{health_port}/readyz"
-        wait_until(
-            "operator /readyz",
-            lambda: urllib.request.urlopen(ready_url, timeout=2).status == 200,
-            300,
-            operator,
+    print(f"starting a local etcd + kube-apiserver and the operator from {tree} ...", flush=True)
+    with LocalCluster(with_controller_manager=False, with_scheduler=False, with_kwok=False) as cluster:
+        cluster.install_crds(ROOT / "manifests" / "crds")
+        cluster.kubectl("create", "namespace", "registry-operator")
+        wait_crds_served(Client.from_kubeconfig(cluster.kubeconfig))
+        port, health_port = free_port(), free_port()
+        operator = ManagedProcess(
+            "operator",
+            operator_argv(tree, "run", "--controllers=imagesecret,imageregistryaccount"),
+            cluster.workdir,
+            operator_env(cluster.kubeconfig, tree, port, health_port, production=production),
         )
-        assert operator.pid is not None
-        yield f"http://127.0.0.1:{port}/metrics", operator.pid
-    finally:
-        operator.stop()
+        operator.start()
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            ready_url = f"http://127.0.0.1:{health_port}/readyz"
+            wait_until(
+                "operator /readyz",
+                lambda: urllib.request.urlopen(ready_url, timeout=2).status == 200,
+                60,
+                operator,
+            )
+            assert operator.pid is not None
+            yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url, operator.pid
+        finally:
+            operator.stop()
+
+
+def wait_crds_served(client: Client, timeout: float = 60.0) -> None:
+    """Until the API server's watch cache serves every CRD just installed: an operator started on a
+    cluster whose CRDs have existed for a while never sees the 429 "storage is (re)initializing"."""
+    from registry_operator.controllers.resources import IMAGE_BUILD_ENVS, IMAGE_PUSH_SECRETS
+
+    deadline = time.monotonic() + timeout
+    for resource in (
+        IMAGE_REGISTRIES,
+        IMAGE_REGISTRY_ACCOUNTS,
+        IMAGE_PULL_SECRETS,
+        IMAGE_PUSH_SECRETS,
+        IMAGE_BUILD_ENVS,
+    ):
+        while True:
+            try:
+                client.list(resource, resource_version="0")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 @contextlib.contextmanager
-def local_cluster() -> Iterator[LocalCluster]:
+def bare_cluster() -> Iterator[Client]:
+    """etcd + kube-apiserver with the CRDs and no operator: for the floor."""
     from registry_operator.devenv.cluster import LocalCluster
 
     with LocalCluster(with_controller_manager=False, with_scheduler=False, with_kwok=False) as cluster:
         cluster.install_crds(ROOT / "manifests" / "crds")
-        cluster.kubectl("create", "namespace", "registry-operator")
-        yield cluster
-
-
-@contextlib.contextmanager
-def local_stack() -> Iterator[tuple[Client, str]]:
-    """A local control plane and operator for a standalone run: (client, metrics URL)."""
-    print("no --kubeconfig: starting a local etcd + kube-apiserver and the operator ...", flush=True)
-    with (
-        local_cluster() as cluster,
-        operator_process(cluster, "imagesecret,imageregistryaccount") as (metrics_url, _pid),
-    ):
-        yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url
-
-
-# --- memory -----------------------------------------------------------------------------------------
-def memory_kib(pid: int, field: str) -> int:
-    """VmRSS (now) or VmHWM (peak) of a process, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return 0
-
-
-def create_noise(client: Client, secrets: int, configmaps: int) -> float:
-    """Unrelated objects in other namespaces, Helm-release-like (4 KiB); returns the seconds taken."""
-    started = time.monotonic()
-    namespaces = [f"noise-{i:02d}" for i in range(NOISE_NAMESPACES)]
-    for namespace in namespaces:
-        client.create(NAMESPACES, {"metadata": {"name": namespace}})
-    payload = base64.b64encode(os.urandom(3072)).decode()  # 4 KiB once encoded
-
-    def secret(index: int) -> None:
-        body = {
-            "metadata": {"name": f"sh.helm.release.v1.app{index}.v1", "labels": {"owner": "helm"}},
-            "type": "helm.sh/release.v1",
-            "data": {"release": payload},
-        }
-        client.create(SECRETS, body, namespaces[index % NOISE_NAMESPACES])
-
-    def configmap(index: int) -> None:
-        body = {"metadata": {"name": f"cm-{index}"}, "data": {"blob": payload}}
-        client.create(CONFIGMAPS, body, namespaces[index % NOISE_NAMESPACES])
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(secret, range(secrets)))
-        list(pool.map(configmap, range(configmaps)))
-    return time.monotonic() - started
-
-
-def wipe(client: Client, namespace: str) -> None:
-    """Remove what a cell left (no operator runs any more: finalizers are stripped by hand)."""
-
-    def strip_and_delete(item: dict[str, object]) -> None:
-        name = str(item["metadata"]["name"])  # type: ignore[index]
-        with contextlib.suppress(NotFound):
-            client.patch(IMAGE_PULL_SECRETS, name, {"metadata": {"finalizers": None}}, namespace)
-            client.delete(IMAGE_PULL_SECRETS, name, namespace, missing_ok=True)
-
-    def delete(resource: Resource) -> Callable[[dict[str, object]], None]:
-        def run(item: dict[str, object]) -> None:
-            client.delete(resource, str(item["metadata"]["name"]), namespace, missing_ok=True)  # type: ignore[index]
-
-        return run
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(strip_and_delete, client.list(IMAGE_PULL_SECRETS, namespace)["items"]))
-        for resource in (IMAGE_REGISTRY_ACCOUNTS, SECRETS, IMAGE_REGISTRIES):
-            list(pool.map(delete(resource), client.list(resource, namespace)["items"]))
-
-
-@dataclass
-class MemoryCell:
-    variant: str
-    count: int
-    noise: bool
-    synced_rss_mib: float  # after the caches synced, before the secrets
-    peak_rss_mib: float
-    all_ready_seconds: float
-
-
-def memory_cell(
-    cluster: LocalCluster, variant: str, tree: Path | None, count: int, noise: bool
-) -> MemoryCell:
-    client = Client.from_kubeconfig(cluster.kubeconfig)
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    client.create(NAMESPACES, {"metadata": {"name": namespace}})
-    try:
-        with operator_process(cluster, MEMORY_CONTROLLERS, tree, name=f"operator-{variant}") as (url, pid):
-            synced = memory_kib(pid, "VmRSS")
-            result = run(client, url, namespace, count, steady_seconds=2.0)
-            peak = memory_kib(pid, "VmHWM")
-        return MemoryCell(
-            variant, count, noise, round(synced / 1024, 1), round(peak / 1024, 1), result.all_ready_seconds
-        )
-    finally:
-        wipe(client, namespace)
-        client.close()
-
-
-def memory_matrix(counts: list[int], noise_secrets: int, noise_configmaps: int) -> list[MemoryCell]:
-    variants: list[tuple[str, Path | None]] = [("this tree", None)]
-    if os.environ.get("BASELINE_TREE"):
-        variants.insert(0, ("baseline", Path(os.environ["BASELINE_TREE"]).resolve()))
-    cells: list[MemoryCell] = []
-    with local_cluster() as cluster:
         client = Client.from_kubeconfig(cluster.kubeconfig)
-        for noise in (False, True):
-            if noise:
-                took = create_noise(client, noise_secrets, noise_configmaps)
-                print(
-                    f"created {noise_secrets} unrelated Secrets and {noise_configmaps} ConfigMaps "
-                    f"in {NOISE_NAMESPACES} namespaces in {took:.0f}s",
-                    flush=True,
-                )
-            for count in counts:
-                for variant, tree in variants:
-                    cell = memory_cell(cluster, variant, tree, count, noise)
-                    print(f"  {cell}", flush=True)
-                    cells.append(cell)
-    return cells
+        wait_crds_served(client)
+        yield client
 
 
-def memory_report(cells: list[MemoryCell], noise_secrets: int, noise_configmaps: int) -> str:
-    lines = [
-        f"operator peak RSS (MiB), N ImagePullSecrets on one registry; noise = {noise_secrets} unrelated "
-        f"4 KiB Secrets + {noise_configmaps} ConfigMaps in other namespaces (target: growth <= 10 MiB)",
-        f"{'variant':<10} {'N':>6} {'synced':>8} {'peak':>8} {'synced+noise':>13} {'peak+noise':>11} "
-        f"{'growth':>8} {'ready s':>8} {'ready s+noise':>14}",
-    ]
-    for cell in cells:
-        if cell.noise:
-            continue
-        other = next(c for c in cells if c.noise and (c.variant, c.count) == (cell.variant, cell.count))
-        lines.append(
-            f"{cell.variant:<10} {cell.count:>6} {cell.synced_rss_mib:>8.1f} {cell.peak_rss_mib:>8.1f} "
-            f"{other.synced_rss_mib:>13.1f} {other.peak_rss_mib:>11.1f} "
-            f"{other.peak_rss_mib - cell.peak_rss_mib:>+8.1f} {cell.all_ready_seconds:>8.1f} "
-            f"{other.all_ready_seconds:>14.1f}"
+def startup_run(tree: Path) -> StartupRun:
+    """A fresh cluster with the seed's ImageRegistry; start the operator and time it to Ready."""
+    from registry_operator.devenv.cluster import LocalCluster
+    from registry_operator.devenv.processes import ManagedProcess, free_port
+
+    with LocalCluster(storage_provisioner=True) as cluster:
+        cluster.install_crds(ROOT / "manifests" / "crds")
+        cluster.kubectl("create", "namespace", "registry-operator")
+        cluster.kubectl("create", "namespace", "bench")
+        cluster.kubectl("apply", "-n", "bench", "-f", str(SEED_REGISTRY))
+        client = Client.from_kubeconfig(cluster.kubeconfig)
+        wait_crds_served(client)
+        operator = ManagedProcess(
+            "operator",
+            operator_argv(tree, "run"),
+            cluster.workdir,
+            operator_env(cluster.kubeconfig, tree, free_port(), free_port(), production=True),
         )
-    return "\n".join(lines)
+        started = time.monotonic()
+        operator.start()
+        assert operator.pid is not None
+        try:
+            while True:
+                registry = client.get(IMAGE_REGISTRIES, "registry", "bench")
+                conditions = (registry.get("status") or {}).get("conditions") or []
+                if any(item.get("type") == "Ready" and item.get("status") == "True" for item in conditions):
+                    return StartupRun(
+                        wall_seconds=round(time.monotonic() - started, 2),
+                        cpu_seconds=round(process_cpu_seconds(operator.pid), 2),
+                    )
+                if time.monotonic() - started > 120 or not operator.running():
+                    raise RuntimeError(f"registry not Ready:\n{operator.log_tail()}")
+                time.sleep(0.05)
+        finally:
+            operator.stop()
+
+
+def startup_report(name: str, runs: list[StartupRun]) -> str:
+    walls = ", ".join(f"{run.wall_seconds:.2f}" for run in runs)
+    cpus = ", ".join(f"{run.cpu_seconds:.2f}" for run in runs)
+    return (
+        f"[{name}] start -> first ImageRegistry Ready over {len(runs)} runs: wall median "
+        f"{statistics.median(r.wall_seconds for r in runs):.2f}s ({walls}); operator CPU median "
+        f"{statistics.median(r.cpu_seconds for r in runs):.2f}s ({cpus})"
+    )
+
+
+def variants() -> list[tuple[str, Path]]:
+    found = [("current", ROOT)]
+    if os.environ.get("BASELINE_TREE"):
+        found.insert(0, ("baseline", Path(os.environ["BASELINE_TREE"])))
+    return found
 
 
 def main() -> int:
@@ -422,35 +490,63 @@ def main() -> int:
     parser.add_argument("--kubeconfig", help="a cluster with the CRDs installed and the operator running")
     parser.add_argument("--metrics-url", help="the operator's /metrics URL (with --kubeconfig)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--memory", action="store_true", help="peak RSS with and without unrelated objects")
-    parser.add_argument("--counts", default="200,1000", help="--memory: the N to measure (e.g. 1000,5000)")
-    parser.add_argument("--noise-secrets", type=int, default=20000)
-    parser.add_argument("--noise-configmaps", type=int, default=2000)
+    parser.add_argument(
+        "--production", action="store_true", help="operator defaults (leader election, info logs)"
+    )
+    parser.add_argument("--floor", action="store_true", help="also run the bare-client floor (local runs)")
+    parser.add_argument(
+        "--startup-runs", type=int, default=0, help="time start -> first Ready registry instead"
+    )
     args = parser.parse_args()
-    if args.memory:
-        counts = [int(part) for part in args.counts.split(",") if part.strip()]
-        cells = memory_matrix(counts, args.noise_secrets, args.noise_configmaps)
-        if args.json:
-            print(json.dumps([asdict(cell) for cell in cells]))
-        else:
-            print(memory_report(cells, args.noise_secrets, args.noise_configmaps))
-        return 0
     if bool(args.kubeconfig) != bool(args.metrics_url):
         parser.error("--kubeconfig and --metrics-url go together")
-    with contextlib.ExitStack() as stack:
-        if args.kubeconfig:
-            client, metrics_url = Client.from_kubeconfig(args.kubeconfig), args.metrics_url
-        else:
-            client, metrics_url = stack.enter_context(local_stack())
-        namespace = f"bench-{uuid.uuid4().hex[:8]}"
-        client.create(NAMESPACES, {"metadata": {"name": namespace}})
-        try:
-            result = run(client, metrics_url, namespace, args.count)
-        finally:
-            with contextlib.suppress(Exception):
-                client.delete(NAMESPACES, namespace)
-    print(json.dumps(asdict(result)) if args.json else report(result))
+    if args.startup_runs:
+        for name, tree in variants():
+            runs = [startup_run(tree) for _ in range(args.startup_runs)]
+            print(
+                json.dumps({name: [asdict(r) for r in runs]}) if args.json else startup_report(name, runs),
+                flush=True,
+            )
+        return 0
+    if args.kubeconfig:
+        client = Client.from_kubeconfig(args.kubeconfig)
+        result = run_in_fresh_namespace(
+            client, lambda namespace: run(client, args.metrics_url, namespace, args.count)
+        )
+        print(json.dumps(asdict(result)) if args.json else report(result))
+        return 0
+    for name, tree in variants():
+        with local_stack(tree, production=args.production) as (client, metrics_url, pid):
+            result = run_in_fresh_namespace(
+                client, lambda namespace: run(client, metrics_url, namespace, args.count, operator_pid=pid)
+            )
+            print(
+                json.dumps({name: asdict(result)}) if args.json else f"[{name}]\n{report(result)}", flush=True
+            )
+        if args.floor and name == "current":  # the floor hashes as this tree does
+            with bare_cluster() as client:
+                floor = run_in_fresh_namespace(
+                    client, lambda namespace: run_floor(client, namespace, args.count)
+                )
+                ratio = result.all_ready_seconds / floor.all_ready_seconds
+                print(
+                    json.dumps({f"{name}-floor": asdict(floor), "ratio": round(ratio, 2)})
+                    if args.json
+                    else f"[{name}] floor ({FLOOR_WORKERS} workers, {floor.writes_per_secret} writes per "
+                    f"secret): all Ready after {floor.all_ready_seconds:.2f}s; operator/floor = {ratio:.2f}",
+                    flush=True,
+                )
     return 0
+
+
+def run_in_fresh_namespace(client: Client, body: Callable[[str], T]) -> T:
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    client.create(NAMESPACES, {"metadata": {"name": namespace}})
+    try:
+        return body(namespace)
+    finally:
+        with contextlib.suppress(Exception):
+            client.delete(NAMESPACES, namespace)
 
 
 if __name__ == "__main__":

@@ -175,6 +175,9 @@ from registry_operator.api.imageregistry import (
 )
 from registry_operator.api.imageregistryaccount import (
     BCRYPT_HASH_PATTERN,
+    GENERATED_HASH_PATTERN,
+    PASSWORD_HASH_MAX_LENGTH,
+    PASSWORD_HASH_PATTERN,
     ImageRegistryAccount,
     ImageRegistryAccountSpec,
     ImageRegistryAccountStatus,
@@ -277,6 +280,7 @@ __all__ = [
     "DNS1123_SUBDOMAIN_PATTERN",
     "FINALIZER_ACCOUNTS",
     "FINALIZER_INPUT_REFS",
+    "GENERATED_HASH_PATTERN",
     "GO_DURATION_PATTERN",
     "GROUP",
     "HASHED_LABEL_PREFIX",
@@ -305,6 +309,8 @@ __all__ = [
     "MINUTE",
     "NANOSECOND",
     "OPERATOR_NAME_VALUE",
+    "PASSWORD_HASH_MAX_LENGTH",
+    "PASSWORD_HASH_PATTERN",
     "PLURAL_IMAGE_BUILD_ENVS",
     "PLURAL_IMAGE_PULL_SECRETS",
     "PLURAL_IMAGE_PUSH_SECRETS",

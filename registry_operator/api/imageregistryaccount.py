@@ -16,16 +16,21 @@ from registry_operator.api.constants import (
 )
 from registry_operator.api.duration import parse_duration
 
-# A bcrypt hash in modular crypt format ($2a$, $2b$, $2x$, $2y$ or the original $2$). Requiring the
-# hash keeps plain-text passwords out of the API: one would never match at login anyway.
+# A bcrypt hash in modular crypt format ($2a$, $2b$, $2x$, $2y$ or the original $2$), or the fast
+# salted hash the operator stores for the passwords it generates (`passwords.py` says why). Requiring
+# a hash keeps plain-text passwords out of the API: one would never match at login anyway.
 BCRYPT_HASH_PATTERN: Final = r"^\$2[abxy]?\$[0-9]{2}\$[./A-Za-z0-9]{53}$"
+GENERATED_HASH_PATTERN: Final = r"^sha256-salted-v1\$[0-9a-f]{32}\$[0-9a-f]{64}$"
+PASSWORD_HASH_PATTERN: Final = f"^({BCRYPT_HASH_PATTERN[1:-1]}|{GENERATED_HASH_PATTERN[1:-1]})$"
+PASSWORD_HASH_MAX_LENGTH: Final = len("sha256-salted-v1$") + 32 + 1 + 64
 
 
 class ImageRegistryAccountSpec(ApiModel):
     """Desired state of an ImageRegistryAccount."""
 
-    password: Annotated[str, Field(max_length=60, pattern=BCRYPT_HASH_PATTERN)]
-    """bcrypt hash of the password."""
+    password: Annotated[str, Field(max_length=PASSWORD_HASH_MAX_LENGTH, pattern=PASSWORD_HASH_PATTERN)]
+    """bcrypt hash of the password (`$2b$…`, e.g. `htpasswd -nbB`); accounts the operator issues carry
+    `sha256-salted-v1$<salt>$<digest>` instead."""
     labels: dict[str, Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=32)]] | None = (
         Field(default=None, max_length=32)
     )

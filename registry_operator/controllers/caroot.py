@@ -136,7 +136,7 @@ class CARootReconciler:
         namespace: str,
         *,
         now: Callable[[], datetime] = now_utc,
-        key_size: int = pki.CA_KEY_SIZE,
+        key_size: int | None = None,  # None: ECDSA P-256 (pki.CA_CURVE); else RSA of that size
     ) -> None:
         self._client = client
         self._store = store

@@ -7,8 +7,10 @@ on its uid, so an account re-created under the same name in between is never del
 This applies to every account, operator-generated or not.
 
 The authn sidecar already refuses expired accounts at login; deleting them keeps the namespace tidy
-and makes the expiry visible to users. Until then the account's Ready condition says until when it is
-valid (written only when that changes, so a steady state makes no writes).
+and makes the expiry visible to users. Until then the Ready condition of an account made by hand says
+until when it is valid (written only when that changes, so a steady state makes no writes). Accounts
+issued for an ImagePushSecret or ImagePullSecret get no status: their printer columns (TTL, Age) say
+the same, and the write would cost one request per issued credential.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from registry_operator.api.duration import DurationError
 from registry_operator.api.imageregistryaccount import ImageRegistryAccountStatus
 from registry_operator.config import Settings
 from registry_operator.controllers.common import EventSink, Object, now_utc
-from registry_operator.controllers.imagesecret_desired import account_ttl, parse_time
+from registry_operator.controllers.imagesecret_desired import account_ttl, is_issued_account, parse_time
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.controllers.status import ConditionValue, read_status, update_status
 from registry_operator.kube import objects
@@ -79,15 +81,20 @@ class AccountExpiryReconciler:
             )
             return None
         created = parse_time(objects.creation_timestamp(account))
+        issued = is_issued_account(account)
         if ttl is None or created is None:
-            self._report(account, ConditionValue.true(c.REASON_AVAILABLE, "no spec.ttl: valid until deleted"))
+            if not issued:
+                self._report(
+                    account, ConditionValue.true(c.REASON_AVAILABLE, "no spec.ttl: valid until deleted")
+                )
             return None  # a static account
         expiry = created + ttl
         remaining = (expiry - self.now()).total_seconds()
         if remaining >= 0:  # expired means now > expiry, as the authn sidecar and the original define it
-            self._report(
-                account, ConditionValue.true(c.REASON_AVAILABLE, f"valid until {expiry.isoformat()}")
-            )
+            if not issued:
+                self._report(
+                    account, ConditionValue.true(c.REASON_AVAILABLE, f"valid until {expiry.isoformat()}")
+                )
             return Result(requeue_after=remaining + self.slack_seconds)
         try:
             self.client.delete(

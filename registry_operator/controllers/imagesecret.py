@@ -34,6 +34,12 @@ the Secret still on an older rotation) is finished by the next pass under the sa
 account name taken by an account that is not this CR's fails the pass, and the next pass moves on
 to the next number.
 
+The very first credential skips the claim when the same pass has just added the finalizer: that PUT
+was conditional on the CR's resourceVersion just the same, so this pass holds the current CR, and
+account #1 can be created only once (a second attempt gets AlreadyExists and leaves the name to the
+rules above). A pass that finds the finalizer already there claims as usual. That saves one status
+write per secret: finalizer, account, Secret, Event and one status write are all a new secret costs.
+
 Credentials never appear in a log line, an Event or a condition: messages name accounts and Secrets,
 and API errors are reduced to their status and reason (an API message may echo object content).
 """
@@ -110,7 +116,7 @@ from registry_operator.kube.controller import (
 )
 from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, Forbidden, Invalid, NotFound
 from registry_operator.kube.manager import Manager
-from registry_operator.passwords import generate_password, hash_password
+from registry_operator.passwords import generate_password, hash_generated_password
 
 log = structlog.get_logger(__name__)
 
@@ -186,7 +192,10 @@ class ImageSecretReconciler:
         if objects.is_deleting(cr):
             self._finalize(cr)
             return None
-        if c.FINALIZER_ACCOUNTS not in objects.finalizers(cr):
+        # The finalizer PUT is conditional on the CR's resourceVersion: when it succeeds this pass
+        # holds the current CR, which lets the first rotation skip its claim (see the module doc).
+        fresh = c.FINALIZER_ACCOUNTS not in objects.finalizers(cr)
+        if fresh:
             cr = self._add_finalizer(cr)
         try:
             registry = self._resolve_registry(cr)
@@ -196,7 +205,7 @@ class ImageSecretReconciler:
                 self._revoke(cr, keep_namespace=None, why=problem.message)
             self._report_problem(cr, ImageSecretStatus.model_validate(cr.get("status") or {}), problem)
             return None
-        return self._sync(cr, registry)
+        return self._sync(cr, registry, fresh=fresh)
 
     # --- deletion --------------------------------------------------------------------------------
     def _add_finalizer(self, cr: Object) -> Object:
@@ -380,7 +389,7 @@ class ImageSecretReconciler:
             return f"Secret {secret_name} has no password"
         return None
 
-    def _sync(self, cr: Object, registry: UsableRegistry) -> Result:
+    def _sync(self, cr: Object, registry: UsableRegistry, *, fresh: bool = False) -> Result:
         status = ImageSecretStatus.model_validate(cr.get("status") or {})
         rotation = status.rotation
         same_namespace = status.registry is not None and status.registry.namespace == registry.namespace
@@ -395,7 +404,9 @@ class ImageSecretReconciler:
         if unfinished is not None:
             return self._issue(cr, status, registry, account, secret, unfinished, verb="Completed")
         if reason is not None or account is None or secret is None:
-            return self._rotate(cr, status, registry, account, secret, reason or "no usable credentials")
+            return self._rotate(
+                cr, status, registry, account, secret, reason or "no usable credentials", fresh=fresh
+            )
 
         username = objects.name(account)
         password = decode_secret_data(secret)[c.SECRET_KEY_PASSWORD].decode(errors="replace")
@@ -465,7 +476,11 @@ class ImageSecretReconciler:
         previous_account: Object | None,
         secret: Object | None,
         reason: str,
+        *,
+        fresh: bool = False,
     ) -> Result:
+        """Claim rotation `status.rotation + 1` and issue it; `fresh`: `cr` is what this pass itself
+        wrote (the finalizer), so the first rotation needs no claim of its own."""
         problem = self._foreign_controller_problem(cr, secret)
         if problem is not None:
             # Checked before anything is written: no account is issued for a Secret we cannot write.
@@ -504,7 +519,10 @@ class ImageSecretReconciler:
             started.rotate_request = requested
         # 1. Claim the rotation number first, conditional on the CR's resourceVersion: a pass working
         #    from a stale CR stops here with Conflict, and a retry never reuses an account name.
-        cr = write_status(self.client, self.kind.resource, cr, started.to_dict())
+        #    Not for the first credential of a CR this pass has just written: account #1's name is
+        #    taken once at most, and the final status write carries the claim.
+        if not (fresh and rotation == 1):
+            cr = write_status(self.client, self.kind.resource, cr, started.to_dict())
         return self._issue(cr, started, registry, None, secret, reason, verb="Issued")
 
     def _issue(
@@ -527,7 +545,7 @@ class ImageSecretReconciler:
         rotation = status.rotation
         account_name = self.kind.account_name(metadata["namespace"], metadata["name"], rotation)
         password = generate_password()
-        password_hash = hash_password(password, self.settings.bcrypt_cost)
+        password_hash = hash_generated_password(password)
         desired = desired_account(
             self.kind,
             metadata["namespace"],

@@ -108,6 +108,11 @@ def account_owner_index_value(kind: ImageSecretKind, account: Mapping[str, Any])
     return owner_index_value(namespace, name)
 
 
+def is_issued_account(account: Mapping[str, Any]) -> bool:
+    """Whether the account carries the owner labels of an ImagePushSecret or ImagePullSecret."""
+    return any(account_owner_index_value(kind, account) is not None for kind in KINDS)
+
+
 # --- registry references --------------------------------------------------------------------------
 
 

@@ -112,7 +112,6 @@ def test_deployment_environment_is_a_valid_configuration_with_the_code_defaults(
             "image_auth",
             "image_redis",
             "image_operator",
-            "bcrypt_cost",
             "metrics_bind_address",
             "health_probe_bind_address",
             "leader_election",

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from registry_operator.api import constants as c
 from registry_operator.controllers.imageregistryaccount import EXPIRY_SLACK_SECONDS, AccountExpiryReconciler
 from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client
@@ -167,3 +168,18 @@ def test_an_unchanged_ready_condition_is_not_written_again() -> None:
     obj["status"] = first.statuses[0]
     _, second, _ = reconcile_at(CREATED + timedelta(hours=2), obj)
     assert second.statuses == []
+
+
+def test_an_issued_account_gets_no_status_but_still_expires() -> None:
+    # The owner labels of an ImagePullSecret's account: its TTL and Age columns say what a status would.
+    issued = account("pull.team.app.1", "24h0m0s")
+    issued["metadata"]["labels"] = {
+        c.LABEL_IMAGE_PULL_SECRET: "app",
+        c.LABEL_SECRET_NAMESPACE: "team",
+    }
+    requeue, api, _ = reconcile_at(CREATED + timedelta(hours=1), issued)
+    assert requeue == pytest.approx(23 * 3600 + EXPIRY_SLACK_SECONDS)
+    assert api.statuses == []
+    _, expired, events = reconcile_at(CREATED + timedelta(hours=25), issued)
+    assert expired.deleted == [("infra", "pull.team.app.1", "uid-1")]
+    assert [reason for _, reason, _ in events.recorded] == ["Expired"]

@@ -56,7 +56,7 @@ from registry_operator.kube.controller import ReconcileError, Request
 from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from registry_operator.kube.metrics import REGISTRY, sample_value
 from registry_operator.kube.resources import Resource
-from registry_operator.passwords import verify_password
+from registry_operator.passwords import HashScheme, hash_scheme, verify_password
 
 Object = dict[str, Any]
 NS = "team"
@@ -300,7 +300,7 @@ class Events:
 
 
 def settings(**env: str) -> Settings:
-    return load_settings({"POD_NAMESPACE": "registry-operator", "OPERATOR_BCRYPT_COST": "4", **env})
+    return load_settings({"POD_NAMESPACE": "registry-operator", **env})
 
 
 class Harness:
@@ -450,7 +450,7 @@ def kinds() -> list[Any]:
 
 
 @pytest.mark.parametrize("kind", kinds())
-def test_first_pass_claims_the_rotation_in_the_status_before_creating_account_and_secret(
+def test_first_pass_adds_the_finalizer_then_issues_with_one_status_write(
     h: Harness, kind: ImageSecretKind
 ) -> None:
     h.add_cr(kind)
@@ -461,11 +461,11 @@ def test_first_pass_claims_the_rotation_in_the_status_before_creating_account_an
 
     writes = [(call.method, call.plural, call.subresource) for call in h.api.writes()]
     assert writes == [
-        ("PUT", kind.resource.plural, None),  # finalizer
-        ("PUT", kind.resource.plural, "status"),  # rotation 1 claimed
+        # The conditional finalizer PUT proves the CR current, so rotation 1 needs no claim of its own.
+        ("PUT", kind.resource.plural, None),
         ("POST", "imageregistryaccounts", None),
         ("APPLY", "secrets", None),
-        ("PUT", kind.resource.plural, "status"),  # Ready, exact expiry
+        ("PUT", kind.resource.plural, "status"),  # rotation 1, Ready, exact expiry
     ]
     cr = h.cr(kind)
     assert cr["metadata"]["finalizers"] == [c.FINALIZER_ACCOUNTS]
@@ -496,7 +496,55 @@ def test_first_pass_claims_the_rotation_in_the_status_before_creating_account_an
 
 
 @pytest.mark.parametrize("kind", kinds())
-def test_account_carries_owner_labels_acl_labels_ttl_and_a_bcrypt_hash_of_the_secret_password(
+def test_first_credential_of_a_cr_that_already_has_the_finalizer_is_claimed_first(
+    kind: ImageSecretKind,
+) -> None:
+    h = Harness()
+    h.add_registry(ready=False)
+    h.add_cr(kind)
+    h.converge(kind)  # finalizer added, Ready=False: no credential yet
+    registry = h.api.obj(IMAGE_REGISTRIES, REGISTRY_NS, "registry")
+    registry["status"]["conditions"][0].update(status="True", reason="Available", message="")
+    h.api.objects[(IMAGE_REGISTRIES.plural, REGISTRY_NS, "registry")] = registry
+    h.sync()
+    writes = len(h.api.writes())
+
+    h.reconcile(kind)
+
+    assert [(call.method, call.plural, call.subresource) for call in h.api.writes()[writes:]] == [
+        ("PUT", kind.resource.plural, "status"),  # rotation 1 claimed: this pass did not write the CR
+        ("POST", "imageregistryaccounts", None),
+        ("APPLY", "secrets", None),
+        ("PUT", kind.resource.plural, "status"),
+    ]
+    assert h.accounts() == [f"{kind.mode}.{NS}.example.1"]
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_a_pass_with_the_cr_as_the_finalizer_write_left_it_issues_nothing(
+    h: Harness, kind: ImageSecretKind
+) -> None:
+    h.add_cr(kind)
+    h.sync()
+    h.reconcile(kind)
+    h.sync()
+    # The CR cache still holds the CR as the finalizer PUT returned it: finalizer, no status yet.
+    stale = json_copy(h.api.obj(kind.resource, NS, "example"))
+    del stale["status"]
+    stale["metadata"]["resourceVersion"] = "1"
+    h.stores[kind.resource.plural].upsert(stale)
+    writes = len(h.api.writes())
+
+    with pytest.raises(Conflict):
+        h.reconcile(kind)
+
+    assert [(w.method, w.subresource) for w in h.api.writes()[writes:]] == [("PUT", "status")]
+    assert h.accounts() == [f"{kind.mode}.{NS}.example.1"]
+    assert h.cr(kind)["status"]["rotation"] == 1
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_account_carries_owner_labels_acl_labels_ttl_and_a_fast_salted_hash_of_the_secret_password(
     h: Harness, kind: ImageSecretKind
 ) -> None:
     h.add_cr(kind)
@@ -512,6 +560,7 @@ def test_account_carries_owner_labels_acl_labels_ttl_and_a_bcrypt_hash_of_the_se
     data = plain(h.secret(kind))
     assert data["username"] == account_name
     assert verify_password(data["password"], account["spec"]["password"])
+    assert hash_scheme(account["spec"]["password"]) is HashScheme.SALTED_SHA256_V1
     assert len(data["password"]) >= 22  # >= 128 bits from a 62-character alphabet
 
 
