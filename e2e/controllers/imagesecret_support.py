@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from registry_operator import pki
 from registry_operator.api import constants as c
 from registry_operator.controllers.common import now_utc
+from registry_operator.controllers.imageregistry.readiness import SIDECAR_PASSWORD_SCHEMES
 from registry_operator.controllers.imagesecret_desired import ImageSecretKind
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, IMAGE_REGISTRY_ACCOUNTS, SECRETS
 from registry_operator.devenv.cluster import LocalCluster
@@ -198,7 +199,15 @@ def set_registry_status(
     api.patch(
         IMAGE_REGISTRIES,
         name,
-        {"status": {"hostname": hostname, "tlsSecretName": tls_name, "conditions": [condition]}},
+        {
+            "status": {
+                "hostname": hostname,
+                "tlsSecretName": tls_name,
+                "conditions": [condition],
+                # What the imageregistry controller writes once every pod runs this sidecar.
+                "passwordSchemes": [scheme.value for scheme in SIDECAR_PASSWORD_SCHEMES],
+            }
+        },
         namespace,
         subresource="status",
     )

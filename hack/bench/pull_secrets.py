@@ -152,6 +152,7 @@ def make_usable_registry(client: Client, namespace: str) -> None:
             "status": {
                 "hostname": f"registry.{namespace}.svc.cluster.local",
                 "tlsSecretName": "registry-tls",
+                "passwordSchemes": ["bcrypt", "sha256-salted-v1"],  # as a fully rolled registry says
                 "conditions": [
                     {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": now}
                 ],

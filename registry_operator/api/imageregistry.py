@@ -430,6 +430,10 @@ class ImageRegistryStatus(StatusBase):
     """The namespaces whose push/pull secrets may get accounts, as `spec.auth.namespaces` says."""
     garbage_collection: GarbageCollectionStatus | None = None
     """Garbage collection: the run in progress and the last one."""
+    password_schemes: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=8)] | None = None
+    """The password hash schemes every pod of the registry verifies, set once all of them run this
+    operator's sidecar. Generated accounts use the fast `sha256-salted-v1` only when it is listed
+    (until then bcrypt), so an upgrade never hands out a credential an older sidecar refuses."""
 
 
 class ImageRegistry(Resource):

@@ -116,7 +116,7 @@ from registry_operator.kube.controller import (
 )
 from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, Forbidden, Invalid, NotFound
 from registry_operator.kube.manager import Manager
-from registry_operator.passwords import generate_password, hash_generated_password
+from registry_operator.passwords import HashScheme, generate_password, hash_generated_password, hash_password
 
 log = structlog.get_logger(__name__)
 
@@ -311,6 +311,7 @@ class ImageSecretReconciler:
             hostname=status.get("hostname")
             or registry_hostname(key.name, key.namespace, self.settings.dns_zone),
             ca_cert=decode_secret_data(tls_secret).get(c.SECRET_KEY_CA_CERT, b""),
+            fast_password_hash=HashScheme.SALTED_SHA256_V1.value in (status.get("passwordSchemes") or []),
         )
 
     def _namespace_labels(self, namespace: str) -> dict[str, str] | None:
@@ -545,7 +546,10 @@ class ImageSecretReconciler:
         rotation = status.rotation
         account_name = self.kind.account_name(metadata["namespace"], metadata["name"], rotation)
         password = generate_password()
-        password_hash = hash_generated_password(password)
+        # bcrypt while some pod of the registry may run a sidecar that knows no other scheme.
+        password_hash = (
+            hash_generated_password(password) if registry.fast_password_hash else hash_password(password)
+        )
         desired = desired_account(
             self.kind,
             metadata["namespace"],

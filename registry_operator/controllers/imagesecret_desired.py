@@ -156,6 +156,9 @@ class UsableRegistry:
     name: str
     hostname: str
     ca_cert: bytes
+    # Whether every pod of the registry verifies the fast hash of generated passwords
+    # (ImageRegistry status.passwordSchemes); bcrypt until then.
+    fast_password_hash: bool = False
 
 
 # --- accounts -------------------------------------------------------------------------------------

@@ -354,6 +354,8 @@ def test_first_reconcile_creates_every_child_and_reports_the_rollout(
     ready = harness.condition("Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Updating")
     assert ready["message"] == "0/1 pods updated, 0/1 ready"
+    # No pod runs this sidecar yet: secrets get bcrypt-hashed accounts until it does.
+    assert "passwordSchemes" not in status
 
     # Requeued at the earliest renewal: the server certificate (75 % of 90 days).
     renewal = pki.renewal_time(server.cert)
@@ -364,6 +366,8 @@ def test_first_reconcile_creates_every_child_and_reports_the_rollout(
 def test_ready_once_the_statefulset_has_rolled_out(ready_harness: Harness) -> None:
     ready = ready_harness.condition("Ready")
     assert (ready["status"], ready["reason"], ready["message"]) == ("True", "Available", "1/1 pods ready")
+    # Every pod runs the current template, so this operator's sidecar: the fast hash may be used.
+    assert ready_harness.status()["passwordSchemes"] == ["bcrypt", "sha256-salted-v1"]
     assert ready["observedGeneration"] == 1
     assert ("Normal", "Available", "1/1 pods ready") in ready_harness.events
 

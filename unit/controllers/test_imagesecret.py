@@ -372,6 +372,7 @@ class Harness:
         ca: str = CA1,
         tls_secret: bool = True,
         hostname: str | None = None,
+        password_schemes: tuple[str, ...] = ("bcrypt", "sha256-salted-v1"),
     ) -> None:
         tls_name = f"imageregistry-{name}-selfsigned-tls"
         self.api.put(
@@ -382,6 +383,7 @@ class Harness:
                 "status": {
                     "hostname": hostname or f"{name}.{namespace}.svc.cluster.local",
                     "tlsSecretName": tls_name,
+                    "passwordSchemes": list(password_schemes),
                     "conditions": [
                         {
                             "type": "Ready",
@@ -562,6 +564,19 @@ def test_account_carries_owner_labels_acl_labels_ttl_and_a_fast_salted_hash_of_t
     assert verify_password(data["password"], account["spec"]["password"])
     assert hash_scheme(account["spec"]["password"]) is HashScheme.SALTED_SHA256_V1
     assert len(data["password"]) >= 22  # >= 128 bits from a 62-character alphabet
+
+
+def test_bcrypt_while_some_registry_pod_may_run_a_sidecar_without_the_fast_hash() -> None:
+    """An upgrade: the registry's pods have not all rolled to this sidecar (no passwordSchemes yet)."""
+    h = Harness()
+    h.add_registry(password_schemes=())
+    kind = PULL
+    h.add_cr(kind)
+    h.sync()
+    h.reconcile(kind)
+    account = h.api.obj(IMAGE_REGISTRY_ACCOUNTS, REGISTRY_NS, f"{kind.mode}.{NS}.example.1")
+    assert hash_scheme(account["spec"]["password"]) is HashScheme.BCRYPT
+    assert verify_password(plain(h.secret(kind))["password"], account["spec"]["password"])
 
 
 @pytest.mark.parametrize("kind", kinds())

@@ -26,8 +26,12 @@ from registry_operator.controllers.status import (
     update_status,
 )
 from registry_operator.kube import objects
+from registry_operator.passwords import HashScheme
 
 log = structlog.get_logger(__name__)
+
+# What this operator's authn sidecar verifies (passwords.verify_password).
+SIDECAR_PASSWORD_SCHEMES = (HashScheme.BCRYPT, HashScheme.SALTED_SHA256_V1)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,10 @@ class Readiness(RegistryPart):
         status.hostname = hostname
         status.tls_secret_name = tls_secret_name
         status.allowed_namespaces = tenancy.describe(obj)
+        if not problems and deferred is None and ready.status == "True":
+            # Every pod runs the current template, hence this operator's sidecar. Never narrowed
+            # later: a sidecar only ever rolls forward to a version that verifies the same schemes.
+            status.password_schemes = [scheme.value for scheme in SIDECAR_PASSWORD_SCHEMES]
         if garbage_collection is not None:
             status.garbage_collection = garbage_collection
         update_status(self._client, IMAGE_REGISTRIES, obj, status, now, ready, synced)
