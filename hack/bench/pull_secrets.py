@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark: many ImagePullSecrets created at once, until every one is Ready; and operator start-up.
+"""Benchmark: many ImagePullSecrets created at once, until every one is Ready; the operator's memory
+with and without unrelated objects; and operator start-up.
 
     .venv/bin/python hack/bench/pull_secrets.py [--count 200] [--kubeconfig PATH --metrics-url URL]
     .venv/bin/python hack/bench/pull_secrets.py --production --count 1000 --floor
+    .venv/bin/python hack/bench/pull_secrets.py --memory [--counts 200,1000]
+        [--noise-secrets 20000] [--noise-configmaps 2000]
     .venv/bin/python hack/bench/pull_secrets.py --startup-runs 5
 
 With `--kubeconfig` and `--metrics-url` it uses a running cluster and operator (the operator's
@@ -20,14 +23,24 @@ threads do the least one secret needs (the account, with the same password hashi
 Ready status) while the same 16 threads create the CRs, and prints the operator's time as a ratio of
 the floor's.
 
+`--memory` (always local): the operator's peak RSS (VmHWM) with N ImagePullSecrets on one registry,
+for each N of `--counts`, first on an otherwise empty cluster, then with `--noise-secrets` unrelated
+4 KiB Secrets and `--noise-configmaps` unrelated ConfigMaps in 20 other namespaces; prints a table
+with the RSS once the caches synced, the peak, the growth the unrelated objects cause (the target:
+at most 10 MiB) and the time to all Ready. Every controller runs except imageregistry (the bench's
+registry is a hand-made Ready one) and the opt-in localregistryhosting; no leader election, warning
+logs. All cells share one cluster; each gets a fresh operator process and namespace, wiped
+(finalizers stripped) before the next one.
+
 `--startup-runs N`: N times, a fresh local cluster (with controller-manager, scheduler, kwok and a
 storage provisioner) holding the seed's ImageRegistry; the operator (all controllers, defaults) is
 started and the wall time and operator CPU until that registry is Ready are taken; prints each run
 and the medians.
 
 Side by side: `BASELINE_TREE=/path/to/old/checkout` (a tree with `registry_operator/`, e.g.
-`git archive main registry_operator | tar -x -C /tmp/base`) runs the operator from that tree first.
-Asserts nothing; figures from a shared machine vary from run to run.
+`git archive main registry_operator | tar -x -C /tmp/base`) runs the operator from that tree first
+(in `--memory`, before each cell of this tree, on the same cluster). Asserts nothing; figures from a
+shared machine vary from run to run (memory by a few MiB).
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -58,7 +71,11 @@ from registry_operator.controllers.resources import (
     IMAGE_REGISTRY_ACCOUNTS,
 )
 from registry_operator.kube.client import Client
-from registry_operator.kube.resources import EVENTS, NAMESPACES, SECRETS
+from registry_operator.kube.errors import NotFound
+from registry_operator.kube.resources import CONFIGMAPS, EVENTS, NAMESPACES, SECRETS, Resource
+
+if TYPE_CHECKING:
+    from registry_operator.devenv.cluster import LocalCluster
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +83,9 @@ SEED_REGISTRY = ROOT / "e2e" / "testdata" / "seed" / "imageregistry.yaml"
 CREATE_THREADS = 16
 FLOOR_WORKERS = 2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The memory cells run every controller that reads Secrets, except imageregistry (see the doc).
+MEMORY_CONTROLLERS = "*,-imageregistry,-localregistryhosting"
+NOISE_NAMESPACES = 20
 T = TypeVar("T")
 
 
@@ -107,9 +127,10 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def process_peak_rss_mib(pid: int) -> float:
+def process_memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM (peak RSS) or VmRSS (now) of a local process, in MiB (from /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -246,7 +267,7 @@ def run(
         steady_state_writes=steady_writes,
         operator_cpu_seconds=round(cpu, 2) if cpu is not None else None,
         operator_cpu_ms_per_secret=round(cpu * 1000 / count, 1) if cpu is not None else None,
-        operator_peak_rss_mib=round(process_peak_rss_mib(operator_pid), 1) if operator_pid else None,
+        operator_peak_rss_mib=round(process_memory_mib(operator_pid), 1) if operator_pid else None,
     )
 
 
@@ -361,37 +382,64 @@ def operator_env(
 
 
 @contextlib.contextmanager
-def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tuple[Client, str, int]]:
-    """A local control plane and operator for a standalone run: (client, metrics URL, operator pid)."""
+def local_cluster() -> Iterator[LocalCluster]:
+    """etcd + kube-apiserver with the CRDs served and the operator's namespace."""
     from registry_operator.devenv.cluster import LocalCluster
-    from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until
 
-    print(f"starting a local etcd + kube-apiserver and the operator from {tree} ...", flush=True)
     with LocalCluster(with_controller_manager=False, with_scheduler=False, with_kwok=False) as cluster:
         cluster.install_crds(ROOT / "manifests" / "crds")
         cluster.kubectl("create", "namespace", "registry-operator")
         wait_crds_served(Client.from_kubeconfig(cluster.kubeconfig))
-        port, health_port = free_port(), free_port()
-        operator = ManagedProcess(
-            "operator",
-            operator_argv(tree, "run", "--controllers=imagesecret,imageregistryaccount"),
-            cluster.workdir,
-            operator_env(cluster.kubeconfig, tree, port, health_port, production=production),
+        yield cluster
+
+
+@contextlib.contextmanager
+def operator_process(
+    cluster: LocalCluster,
+    controllers: str,
+    tree: Path = ROOT,
+    *,
+    production: bool = False,
+    name: str = "operator",
+) -> Iterator[tuple[str, int]]:
+    """The operator of `tree` on `cluster`, from /readyz until the block ends: (metrics URL, pid)."""
+    from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until
+
+    port, health_port = free_port(), free_port()
+    operator = ManagedProcess(
+        name,
+        operator_argv(tree, "run", f"--controllers={controllers}"),
+        cluster.workdir,
+        operator_env(cluster.kubeconfig, tree, port, health_port, production=production),
+    )
+    operator.start()
+    try:
+        ready_url = f"http://127.0.0.1:{health_port}/readyz"
+        # Generous: an operator that lists every Secret (a baseline) takes minutes with the noise.
+        wait_until(
+            "operator /readyz",
+            lambda: urllib.request.urlopen(ready_url, timeout=2).status == 200,
+            300,
+            operator,
         )
-        operator.start()
-        metrics_url = f"http://127.0.0.1:{port}/metrics"
-        try:
-            ready_url = f"http://127.0.0.1:{health_port}/readyz"
-            wait_until(
-                "operator /readyz",
-                lambda: urllib.request.urlopen(ready_url, timeout=2).status == 200,
-                60,
-                operator,
-            )
-            assert operator.pid is not None
-            yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url, operator.pid
-        finally:
-            operator.stop()
+        assert operator.pid is not None
+        yield f"http://127.0.0.1:{port}/metrics", operator.pid
+    finally:
+        operator.stop()
+
+
+@contextlib.contextmanager
+def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tuple[Client, str, int]]:
+    """A local control plane and operator for a standalone run: (client, metrics URL, operator pid)."""
+    print(f"starting a local etcd + kube-apiserver and the operator from {tree} ...", flush=True)
+    with (
+        local_cluster() as cluster,
+        operator_process(cluster, "imagesecret,imageregistryaccount", tree, production=production) as (
+            metrics_url,
+            pid,
+        ),
+    ):
+        yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url, pid
 
 
 def wait_crds_served(client: Client, timeout: float = 60.0) -> None:
@@ -420,13 +468,8 @@ def wait_crds_served(client: Client, timeout: float = 60.0) -> None:
 @contextlib.contextmanager
 def bare_cluster() -> Iterator[Client]:
     """etcd + kube-apiserver with the CRDs and no operator: for the floor."""
-    from registry_operator.devenv.cluster import LocalCluster
-
-    with LocalCluster(with_controller_manager=False, with_scheduler=False, with_kwok=False) as cluster:
-        cluster.install_crds(ROOT / "manifests" / "crds")
-        client = Client.from_kubeconfig(cluster.kubeconfig)
-        wait_crds_served(client)
-        yield client
+    with local_cluster() as cluster:
+        yield Client.from_kubeconfig(cluster.kubeconfig)
 
 
 def startup_run(tree: Path) -> StartupRun:
@@ -479,8 +522,133 @@ def startup_report(name: str, runs: list[StartupRun]) -> str:
 def variants() -> list[tuple[str, Path]]:
     found = [("current", ROOT)]
     if os.environ.get("BASELINE_TREE"):
-        found.insert(0, ("baseline", Path(os.environ["BASELINE_TREE"])))
+        # Absolute: the operator runs in the cluster's work directory.
+        found.insert(0, ("baseline", Path(os.environ["BASELINE_TREE"]).resolve()))
     return found
+
+
+# --- memory -----------------------------------------------------------------------------------------
+@dataclass
+class MemoryCell:
+    variant: str
+    count: int
+    noise: bool
+    synced_rss_mib: float  # after the caches synced, before the secrets
+    peak_rss_mib: float
+    all_ready_seconds: float
+
+
+def create_noise(client: Client, secrets: int, configmaps: int) -> float:
+    """Unrelated objects in other namespaces, Helm-release-like (4 KiB); returns the seconds taken."""
+    started = time.monotonic()
+    namespaces = [f"noise-{i:02d}" for i in range(NOISE_NAMESPACES)]
+    for namespace in namespaces:
+        client.create(NAMESPACES, {"metadata": {"name": namespace}})
+    payload = base64.b64encode(os.urandom(3072)).decode()  # 4 KiB once encoded
+
+    def secret(index: int) -> None:
+        body = {
+            "metadata": {"name": f"sh.helm.release.v1.app{index}.v1", "labels": {"owner": "helm"}},
+            "type": "helm.sh/release.v1",
+            "data": {"release": payload},
+        }
+        client.create(SECRETS, body, namespaces[index % NOISE_NAMESPACES])
+
+    def configmap(index: int) -> None:
+        body = {"metadata": {"name": f"cm-{index}"}, "data": {"blob": payload}}
+        client.create(CONFIGMAPS, body, namespaces[index % NOISE_NAMESPACES])
+
+    with ThreadPoolExecutor(CREATE_THREADS) as pool:
+        list(pool.map(secret, range(secrets)))
+        list(pool.map(configmap, range(configmaps)))
+    return time.monotonic() - started
+
+
+def wipe(client: Client, namespace: str) -> None:
+    """Remove what a cell left, so the next operator does not cache it: no operator runs any more and
+    the cluster has no namespace controller, so finalizers are stripped and objects deleted by hand."""
+
+    def strip_and_delete(item: dict[str, object]) -> None:
+        name = str(item["metadata"]["name"])  # type: ignore[index]
+        with contextlib.suppress(NotFound):
+            client.patch(IMAGE_PULL_SECRETS, name, {"metadata": {"finalizers": None}}, namespace)
+            client.delete(IMAGE_PULL_SECRETS, name, namespace, missing_ok=True)
+
+    def delete(resource: Resource) -> Callable[[dict[str, object]], None]:
+        def run(item: dict[str, object]) -> None:
+            client.delete(resource, str(item["metadata"]["name"]), namespace, missing_ok=True)  # type: ignore[index]
+
+        return run
+
+    with ThreadPoolExecutor(CREATE_THREADS) as pool:
+        list(pool.map(strip_and_delete, client.list(IMAGE_PULL_SECRETS, namespace)["items"]))
+        for resource in (IMAGE_REGISTRY_ACCOUNTS, SECRETS, IMAGE_REGISTRIES):
+            list(pool.map(delete(resource), client.list(resource, namespace)["items"]))
+
+
+def memory_cell(cluster: LocalCluster, variant: str, tree: Path, count: int, noise: bool) -> MemoryCell:
+    """A fresh operator of `tree` and `count` ImagePullSecrets in a fresh namespace: its RSS."""
+    client = Client.from_kubeconfig(cluster.kubeconfig)
+
+    def measure(namespace: str) -> MemoryCell:
+        try:
+            with operator_process(cluster, MEMORY_CONTROLLERS, tree, name=f"operator-{variant}") as (
+                metrics_url,
+                pid,
+            ):
+                synced = process_memory_mib(pid, "VmRSS")
+                result = run(client, metrics_url, namespace, count, steady_seconds=2.0, operator_pid=pid)
+        finally:
+            wipe(client, namespace)
+        assert result.operator_peak_rss_mib is not None
+        return MemoryCell(
+            variant, count, noise, round(synced, 1), result.operator_peak_rss_mib, result.all_ready_seconds
+        )
+
+    try:
+        return run_in_fresh_namespace(client, measure)
+    finally:
+        client.close()
+
+
+def memory_matrix(counts: list[int], noise_secrets: int, noise_configmaps: int) -> list[MemoryCell]:
+    cells: list[MemoryCell] = []
+    with local_cluster() as cluster:
+        client = Client.from_kubeconfig(cluster.kubeconfig)
+        for noise in (False, True):
+            if noise:
+                took = create_noise(client, noise_secrets, noise_configmaps)
+                print(
+                    f"created {noise_secrets} unrelated Secrets and {noise_configmaps} ConfigMaps "
+                    f"in {NOISE_NAMESPACES} namespaces in {took:.0f}s",
+                    flush=True,
+                )
+            for count in counts:
+                for variant, tree in variants():
+                    cell = memory_cell(cluster, variant, tree, count, noise)
+                    print(f"  {cell}", flush=True)
+                    cells.append(cell)
+    return cells
+
+
+def memory_report(cells: list[MemoryCell], noise_secrets: int, noise_configmaps: int) -> str:
+    lines = [
+        f"operator peak RSS (MiB), N ImagePullSecrets on one registry; noise = {noise_secrets} unrelated "
+        f"4 KiB Secrets + {noise_configmaps} ConfigMaps in other namespaces (target: growth <= 10 MiB)",
+        f"{'variant':<10} {'N':>6} {'synced':>8} {'peak':>8} {'synced+noise':>13} {'peak+noise':>11} "
+        f"{'growth':>8} {'ready s':>8} {'ready s+noise':>14}",
+    ]
+    for cell in cells:
+        if cell.noise:
+            continue
+        other = next(c for c in cells if c.noise and (c.variant, c.count) == (cell.variant, cell.count))
+        lines.append(
+            f"{cell.variant:<10} {cell.count:>6} {cell.synced_rss_mib:>8.1f} {cell.peak_rss_mib:>8.1f} "
+            f"{other.synced_rss_mib:>13.1f} {other.peak_rss_mib:>11.1f} "
+            f"{other.peak_rss_mib - cell.peak_rss_mib:>+8.1f} {cell.all_ready_seconds:>8.1f} "
+            f"{other.all_ready_seconds:>14.1f}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -498,6 +666,10 @@ def main() -> int:
     parser.add_argument(
         "--startup-runs", type=int, default=0, help="time start -> first Ready registry instead"
     )
+    parser.add_argument("--memory", action="store_true", help="peak RSS with and without unrelated objects")
+    parser.add_argument("--counts", default="200,1000", help="--memory: the N to measure (e.g. 1000,5000)")
+    parser.add_argument("--noise-secrets", type=int, default=20000, help="--memory: unrelated Secrets")
+    parser.add_argument("--noise-configmaps", type=int, default=2000, help="--memory: unrelated ConfigMaps")
     args = parser.parse_args()
     if bool(args.kubeconfig) != bool(args.metrics_url):
         parser.error("--kubeconfig and --metrics-url go together")
@@ -508,6 +680,14 @@ def main() -> int:
                 json.dumps({name: [asdict(r) for r in runs]}) if args.json else startup_report(name, runs),
                 flush=True,
             )
+        return 0
+    if args.memory:
+        counts = [int(part) for part in args.counts.split(",") if part.strip()]
+        cells = memory_matrix(counts, args.noise_secrets, args.noise_configmaps)
+        if args.json:
+            print(json.dumps([asdict(cell) for cell in cells]))
+        else:
+            print(memory_report(cells, args.noise_secrets, args.noise_configmaps))
         return 0
     if args.kubeconfig:
         client = Client.from_kubeconfig(args.kubeconfig)
