@@ -10,27 +10,22 @@ Attribution is by content: every write of a manager stamps its own identity, and
 each accepted write. Overlap must be 0: no write of the old leader accepted after the new leader
 acquired the Lease.
 
-Not covered here (see issue 17): kind (b), connects that hang in SYN (toxiproxy accepts every
-connection); attribution through the API server's audit log; rotations of ImagePullSecrets.
+Kind (b), connects that hang in SYN, with the real operator rotating ImagePullSecrets and the
+writes attributed through the API server's audit log: test_leader_partition_connect_hang.py.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
+from e2e.faults.toxiproxy import Toxiproxy
 from e2e.kube.manager_process import PROBE_LABEL, RECONCILED_BY
 from e2e.kube.support import wait_for
 from e2e.kube.test_leader_election_real import (
@@ -40,7 +35,6 @@ from e2e.kube.test_leader_election_real import (
     lease_holder,
     reconciled_by,
 )
-from registry_operator.devenv import binaries
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.kube import objects
 from registry_operator.kube.client import Client
@@ -48,76 +42,6 @@ from registry_operator.kube.errors import ConnectionFailed
 from registry_operator.kube.resources import CONFIGMAPS, LEASES
 
 pytestmark = pytest.mark.faults
-
-
-class Toxiproxy:
-    """A real toxiproxy-server on loopback, driven through its HTTP API."""
-
-    def __init__(self, workdir: Path) -> None:
-        server = binaries.ensure("toxiproxy")["toxiproxy"].path("toxiproxy-server")
-        self.api_port = _free_port()
-        self._log = (workdir / "toxiproxy.log").open("w")
-        self.process = subprocess.Popen(
-            [str(server), "-host", "127.0.0.1", "-port", str(self.api_port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(self._up, 20, "toxiproxy's API")
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            raw = response.read()
-        return json.loads(raw) if raw and raw[:1] in (b"{", b"[") else raw.decode()
-
-    def _up(self) -> bool:
-        try:
-            self._call("GET", "/version")
-        except OSError:
-            return False
-        return True
-
-    def proxy(self, name: str, upstream: str) -> str:
-        """A proxy to `upstream` (host:port); returns its listen address."""
-        created = self._call(
-            "POST", "/proxies", {"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "enabled": True}
-        )
-        return str(created["listen"])
-
-    def blackhole(self, name: str) -> None:
-        for stream in ("upstream", "downstream"):
-            toxic = {
-                "name": f"hang-{stream}",
-                "type": "timeout",
-                "stream": stream,
-                "attributes": {"timeout": 0},
-            }
-            self._call("POST", f"/proxies/{name}/toxics", toxic)
-
-    def heal(self, name: str) -> None:
-        for stream in ("upstream", "downstream"):
-            self._call("DELETE", f"/proxies/{name}/toxics/hang-{stream}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self._log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def toxiproxy(tmp_path: Path) -> Iterator[Toxiproxy]:
-    proxy = Toxiproxy(tmp_path)
-    yield proxy
-    proxy.stop()
 
 
 class WriteLog:
