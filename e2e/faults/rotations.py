@@ -34,6 +34,8 @@ from e2e.controllers.imagesecret_support import create_cr, make_registry, ready_
 from e2e.faults.toxiproxy import Toxiproxy
 from e2e.support.operator import OPERATOR_NAMESPACE, OperatorProcess
 from registry_operator.api import constants as c
+from registry_operator.authn import Decision, authenticate
+from registry_operator.controllers.common import decode_secret_data, now_utc
 from registry_operator.controllers.imagesecret_desired import PULL
 from registry_operator.controllers.resources import IMAGE_PULL_SECRETS, IMAGE_REGISTRY_ACCOUNTS, SECRETS
 from registry_operator.devenv.cluster import LocalCluster
@@ -64,14 +66,16 @@ class Replica:
         self,
         cluster: LocalCluster,
         logs: Path,
-        toxiproxy: Toxiproxy,
+        toxiproxy: Toxiproxy | None,
         name: str,
         lease: str,
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.user = f"operator-{name}"
-        self.listen = toxiproxy.proxy(name, cluster.server.split("://", 1)[1])
+        upstream = cluster.server.split("://", 1)[1]
+        # Without a proxy: straight to the API server (still its own identity in the audit log).
+        self.listen = toxiproxy.proxy(name, upstream) if toxiproxy is not None else upstream
         kubeconfig = cluster.client_kubeconfig(self.user, server=f"https://{self.listen}")
         self.operator = OperatorProcess(
             cluster,
@@ -88,6 +92,8 @@ class Replica:
         )
         self.exited_at: float | None = None  # wall clock, when `watch_exit` saw it go
         self.exit_code: int | None = None
+        self.restarts = 0
+        self._unsupervised = threading.Event()
 
     def start(self, *, wait_ready: bool = True) -> Replica:
         self.exited_at = self.exit_code = None
@@ -108,7 +114,21 @@ class Replica:
         self.operator.process.kill()
 
     def stop(self) -> None:
+        self._unsupervised.set()
         self.operator.stop()
+
+    def supervise(self) -> None:
+        """Restart the process whenever it exits, as its pod's kubelet would (counted in `restarts`),
+        until `stop()`. (A child started from this thread dies with it: PR_SET_PDEATHSIG.)"""
+
+        def run() -> None:
+            while not self._unsupervised.wait(0.2):
+                if self.operator.process.poll() is not None:
+                    self.restarts += 1
+                    self.operator.process.start()
+
+        self._unsupervised.clear()
+        threading.Thread(target=run, name=f"supervise-{self.name}", daemon=True).start()
 
 
 def lease_spec(api: Client, lease: str) -> Object:
@@ -167,6 +187,15 @@ class RotationFlow:
     @property
     def count(self) -> int:
         return sum(len(values) for values in self.triggers.values())
+
+    def newest_handled(self) -> int:
+        """The number of the newest trigger any CR has handled (0: none)."""
+        handled = [
+            int(value[1:])
+            for cr in self._api.list(IMAGE_PULL_SECRETS, self._namespace)["items"]
+            if (value := str((cr.get("status") or {}).get("rotateRequest") or "")).startswith("t")
+        ]
+        return max(handled, default=0)
 
     def handled(self, cr: Object) -> bool:
         """The CR's last trigger (if any) is handled: its rotation for it is claimed in status."""
@@ -346,3 +375,23 @@ def wait_audited(cluster: LocalCluster, user: str, after: float, timeout: float 
 
 def cpu_note() -> str:
     return f"(figures from a shared {os.cpu_count()}-core machine)"
+
+
+def refused_credentials(api: Client, namespace: str, names: Iterable[str]) -> list[str]:
+    """Pull Secrets whose username/password the authn sidecar would refuse: its own decision
+    (`authn.authenticate`, which checks the password with `accounts.verify_account_password`) on the
+    ImageRegistryAccount the username names. A Secret not written yet is not a refused credential."""
+    accounts = {objects.name(a): a for a in api.list(IMAGE_REGISTRY_ACCOUNTS, namespace)["items"]}
+    secrets = {objects.name(s): s for s in api.list(SECRETS, namespace)["items"]}
+    now = now_utc()
+    refused = []
+    for name in names:
+        secret = secrets.get(PULL.secret_name(name))
+        if secret is None:
+            continue
+        values = {key: value.decode() for key, value in decode_secret_data(secret).items()}
+        user = values.get("username", "")
+        decision = authenticate(accounts.get(user), user, values.get("password", ""), now)
+        if decision.decision is not Decision.ALLOW:
+            refused.append(f"{name}: {user} {decision.decision.value} ({decision.reason})")
+    return refused

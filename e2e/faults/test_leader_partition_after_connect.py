@@ -6,9 +6,10 @@ the manager's deadline-bounded client). Then the leader's proxy stops forwarding
 (toxiproxy `timeout` toxic with timeout 0: connections stay open, data is held back, and delivered
 when the toxic is removed) for 20 s and for 40 s, then heals.
 
-Attribution is by content: every write of a manager stamps its own identity, and a watch records
-each accepted write. Overlap must be 0: no write of the old leader accepted after the new leader
-acquired the Lease.
+Attribution twice: by content (every write of a manager stamps its own identity, and a watch records
+each accepted write) and by the API server's audit log (each manager has its own client certificate;
+held-back requests delivered after the heal show up there as refused). Overlap must be 0: no write
+of the old leader accepted after the new leader acquired the Lease.
 
 Kind (b), connects that hang in SYN, with the real operator rotating ImagePullSecrets and the
 writes attributed through the API server's audit log: test_leader_partition_connect_hang.py.
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from e2e.faults.rotations import audited_writes, wait_audited
 from e2e.faults.toxiproxy import Toxiproxy
 from e2e.kube.manager_process import PROBE_LABEL, RECONCILED_BY
 from e2e.kube.support import wait_for
@@ -86,12 +88,12 @@ def test_a_partitioned_leader_gives_up_and_none_of_its_writes_lands_after_the_ne
     admin = Client.from_kubeconfig(cluster.kubeconfig)
     upstream = urlparse(cluster.server).netloc
     lease = f"e2e-partition-lease-{partition_seconds:g}"
-    managers = {
-        name: ManagerProcess(
-            cluster, namespace, lease, name, tmp_path, server=f"https://{toxiproxy.proxy(name, upstream)}"
-        )
-        for name in ("alpha", "beta")
-    }
+    managers: dict[str, ManagerProcess] = {}
+    for name in ("alpha", "beta"):
+        # Its own client certificate: the audit log names the process behind every write.
+        server = f"https://{toxiproxy.proxy(name, upstream)}"
+        kubeconfig = cluster.client_kubeconfig(f"manager-{name}", server=server)
+        managers[name] = ManagerProcess(cluster, namespace, lease, name, tmp_path, kubeconfig=kubeconfig)
     log = WriteLog(admin, namespace)
     flowing = threading.Event()
     flowing.set()
@@ -155,6 +157,8 @@ def test_a_partitioned_leader_gives_up_and_none_of_its_writes_lands_after_the_ne
             and by == old.identity
             and reconciled_by(admin, namespace, name) != new.identity
         ]
+        wait_audited(cluster, f"manager-{new.identity}", time.time())
+        audited = audited_writes(cluster, f"manager-{old.identity}", acquired_wall)
         failover = acquired_wall - partitioned_wall
         overlap = max(0.0, old_exited_wall - acquired_wall)
         print(
@@ -162,13 +166,14 @@ def test_a_partitioned_leader_gives_up_and_none_of_its_writes_lands_after_the_ne
             f"old leader exited with {code} {old_exited_wall - partitioned_wall:.2f}s in "
             f"(overlap {overlap:.2f}s), healed at +{healed_at - partitioned_at:.1f}s; "
             f"{len(log.writes)} writes seen, {len(stale)} stale writes accepted after the acquire, "
-            f"{len(created)} probes"
+            f"{len(created)} probes; audit log, old leader's writes after the acquire: {audited.line()}"
         )
         assert code == 2, "a deposed leader exits non-zero (LEADERSHIP_LOST)"
         assert overlap == 0.0, "the old leader must have given up before the new one acquired"
         assert failover <= FAILOVER_BUDGET_SECONDS
         assert stale == [], "no write of the old leader may be accepted after the new leader's acquire"
         assert flips == []
+        assert audited.accepted == [], "the API server accepted no write of the old leader after the acquire"
     finally:
         flowing.clear()
         log.close()

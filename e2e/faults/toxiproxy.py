@@ -5,7 +5,10 @@ Toxics used by the fault suite:
 * `hang`: toxiproxy's `timeout` toxic with timeout 0 in both directions — connections (existing and
   new) stay open and nothing is forwarded until the toxic is removed, then the held data flows.
 * `latency`: a delay on every chunk in both directions.
-* `reset_peer`: connections are reset (RST) after a timeout — watch streams break every few seconds.
+* `reset_peer` with timeout 0 for a moment (`reset_connections`): every connection that carries
+  data in either direction meanwhile (a watch stream with events, a request) is reset (RST); later
+  ones work. (toxiproxy resets a connection when data arrives, and forwards nothing while the toxic
+  stays: with a timeout it is a blackhole that ends in a reset.)
 
 toxiproxy accepts every connection, so it cannot make a connect hang. `ConnectHang` does: it takes
 the proxy's listen port away from toxiproxy (disabled: its listener and every connection through it
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,11 @@ class Toxiproxy:
 
     def heal(self, name: str) -> None:
         self.remove_toxic(name, "hang")
+
+    def reset_connections(self, name: str, window: float = 0.5) -> None:
+        self.add_toxic(name, "reset", "reset_peer", {"timeout": 0})
+        time.sleep(window)
+        self.remove_toxic(name, "reset")
 
     def stop(self) -> None:
         self.process.terminate()
