@@ -35,7 +35,7 @@ pytestmark = pytest.mark.faults
 
 SECRETS = 6
 LATENCY_MS = 2000
-FLOW_SECONDS = 25.0
+FLOW_SECONDS = 15.0
 
 
 def test_two_seconds_of_latency_on_every_request_keeps_the_lease_and_rotates_exactly_once(

@@ -3,8 +3,9 @@
 The framework's informers (in this process) list and watch ConfigMaps through toxiproxy. Every 3 s,
 for half a second, every connection through the proxy that carries data is reset (RST, toxiproxy's
 `reset_peer`): every watch stream breaks (the churn below keeps events flowing on it), and so does
-any list in flight. Meanwhile the cluster admin creates, updates and deletes ConfigMaps for 30 s (the
-issue says a minute; 30 s is ten resets of every watch and keeps the suite's time down). The
+any list in flight. Meanwhile the cluster admin creates, updates and deletes ConfigMaps for 20 s (the
+issue says a minute; 20 s already breaks every watch about four times, as the reflector backs off
+longer after each break, and keeps the suite's time down). The
 informers must resume or relist each time; with the resets still going on, the cache (the
 framework's cache API, `informer.store`) must equal the API server's state.
 """
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.faults
 
 CHURN_LABEL = "e2e.registry-operator/churn"
 RESET_EVERY_SECONDS = 3.0
-CHURN_SECONDS = 30.0
+CHURN_SECONDS = 20.0
 
 
 class CountingHandler(logging.Handler):
@@ -124,8 +125,8 @@ def test_informers_resume_through_watch_resets_and_their_cache_matches_the_api_s
                 f"{time.monotonic() - stopped:.2f}s after the last write ({len(expected)} objects)"
             )
         # Each break backs off longer (client-go's reflector backoff: 0.8 s doubling, reset after
-        # 2 min without errors), so 30 s of resets every 3 s break a watch about five times.
-        assert counter.interrupted + counter.failed >= 3, "the resets really broke the watches"
+        # 2 min without errors), so 20 s of resets every 3 s break a watch about four times.
+        assert counter.interrupted + counter.failed >= 2, "the resets really broke the watches"
     finally:
         stop.set()
         resets_done.set()
