@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import threading
 import time
 import uuid
@@ -87,6 +88,8 @@ class Replica:
                 "POD_NAME": name,
                 "OPERATOR_LEADER_ELECTION_LEASE_NAME": lease,
                 "LOG_LEVEL": "info",
+                # SIGABRT (`dump_threads`) then writes every thread's stack to the log.
+                "PYTHONFAULTHANDLER": "1",
                 **(env or {}),
             },
         )
@@ -112,6 +115,13 @@ class Replica:
 
     def kill(self) -> None:
         self.operator.process.kill()
+
+    def dump_threads(self) -> None:
+        """Where is it stuck? Every thread's stack into its log (faulthandler), and it exits."""
+        pid = self.operator.process.pid
+        if pid is not None and self.operator.process.running():
+            os.kill(pid, signal.SIGABRT)
+            time.sleep(1)
 
     def stop(self) -> None:
         self._unsupervised.set()
