@@ -1,9 +1,10 @@
 """The real operator under faults: replicas behind their own proxies with their own identities, a steady
 flow of rotate-now annotations over ImagePullSecrets, and the checks and figures every scenario reports.
 
-* `Replica`: `python -m registry_operator run` (imagesecret + imageregistryaccount controllers) with
-  `POD_NAME` as its Lease identity, its own client certificate (audit user `operator-<name>`) and
-  its own toxiproxy proxy in front of the kube-apiserver.
+* `Replica`: `python -m registry_operator run` (imagesecret + imageregistryaccount controllers,
+  watching the test's namespace only) with `POD_NAME` as its Lease identity, its own client
+  certificate (audit user `operator-<name>`) and its own toxiproxy proxy in front of the
+  kube-apiserver.
 * `RotationFlow`: rotate-now annotations, one secret after another; a secret gets its next trigger
   only once its previous one was handled (`status.rotateRequest`), so exactly one new account per
   trigger is what a correct operator produces, and more is a double rotation.
@@ -70,6 +71,7 @@ class Replica:
         toxiproxy: Toxiproxy | None,
         name: str,
         lease: str,
+        namespace: str,
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
@@ -87,6 +89,9 @@ class Replica:
                 "KUBECONFIG": str(kubeconfig),
                 "POD_NAME": name,
                 "OPERATOR_LEADER_ELECTION_LEASE_NAME": lease,
+                # Only this test's namespace: the namespaces of earlier tests are being deleted, and
+                # finalizing their CRs (200 after the restart scenario) would queue ahead of ours.
+                "WATCH_NAMESPACE": namespace,
                 "LOG_LEVEL": "info",
                 # SIGABRT (`dump_threads`) then writes every thread's stack to the log.
                 "PYTHONFAULTHANDLER": "1",

@@ -37,7 +37,7 @@ def test_200_pull_secrets_converge_across_a_kube_apiserver_restart(
     cluster: LocalCluster, namespace: str, tmp_path: Path
 ) -> None:
     api = api_client(cluster)
-    replica = Replica(cluster, tmp_path, None, "solo", new_lease_name())
+    replica = Replica(cluster, tmp_path, None, "solo", new_lease_name(), namespace)
     try:
         replica.start()
         replica.supervise()

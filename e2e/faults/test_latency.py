@@ -44,7 +44,7 @@ def test_two_seconds_of_latency_on_every_request_keeps_the_lease_and_rotates_exa
     api = api_client(cluster)
     names = pull_secrets(api, namespace, SECRETS)
     lease = new_lease_name()
-    replica = Replica(cluster, tmp_path, toxiproxy, "slow", lease)
+    replica = Replica(cluster, tmp_path, toxiproxy, "slow", lease, namespace)
     history: RotationHistory | None = None
     flow: RotationFlow | None = None
     try:

@@ -55,7 +55,9 @@ def test_a_leader_whose_connects_hang_steps_down_and_none_of_its_writes_lands_af
     api = api_client(cluster)
     names = pull_secrets(api, namespace, SECRETS)
     lease = new_lease_name()
-    replicas = {name: Replica(cluster, tmp_path, toxiproxy, name, lease) for name in ("alpha", "beta")}
+    replicas = {
+        name: Replica(cluster, tmp_path, toxiproxy, name, lease, namespace) for name in ("alpha", "beta")
+    }
     history: RotationHistory | None = None
     flow: RotationFlow | None = None
     try:

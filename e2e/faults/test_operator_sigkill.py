@@ -49,7 +49,7 @@ def test_sigkill_at_random_points_of_rotation_never_leaves_a_refused_credential_
 ) -> None:
     api = api_client(cluster)
     names = pull_secrets(api, namespace, SECRETS)
-    replica = Replica(cluster, tmp_path, None, "solo", new_lease_name())
+    replica = Replica(cluster, tmp_path, None, "solo", new_lease_name(), namespace)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     history: RotationHistory | None = None
