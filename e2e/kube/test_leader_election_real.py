@@ -43,6 +43,7 @@ class ManagerProcess:
         identity: str,
         logs: Path,
         server: str | None = None,
+        kubeconfig: Path | None = None,
     ) -> None:
         self.identity = identity
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -56,7 +57,7 @@ class ManagerProcess:
                 "-m",
                 "e2e.kube.manager_process",
                 "--kubeconfig",
-                str(cluster.kubeconfig),
+                str(kubeconfig or cluster.kubeconfig),
                 "--namespace",
                 namespace,
                 "--lease-name",

@@ -93,6 +93,25 @@ def ensure(client: Client, resource: Resource, desired: Object, current: Mapping
     return client.apply(resource, desired, field_manager=FIELD_MANAGER, force=True)
 
 
+def ensure_conditionally(
+    client: Client, resource: Resource, desired: Object, current: Mapping[str, Any] | None
+) -> Object:
+    """`ensure()` for objects whose desired state comes from cached inputs that move on (a config
+    hash, another object's content), so a writer with an older cache, such as a deposed leader, must
+    not roll them back: the apply carries the resourceVersion the decision was made on, and a newer
+    writer makes it fail with Conflict (the next pass decides again on fresher data).
+
+    An object not in the cache yet is applied as `ensure()` does: a create-if-absent would leave its
+    fields owned by an Update entry that no later apply prunes. What a stale writer can do there is
+    create what it would have created anyway, or overwrite an object created a moment ago, which the
+    leader's next pass (it sees the write through its watch) applies again under a precondition.
+    """
+    if current is None or contains(current, desired):
+        return ensure(client, resource, desired, current)
+    metadata = {**desired["metadata"], "resourceVersion": objects.resource_version(current)}
+    return client.apply(resource, {**desired, "metadata": metadata}, field_manager=FIELD_MANAGER, force=True)
+
+
 def b64(data: str | bytes) -> str:
     raw = data.encode() if isinstance(data, str) else data
     return base64.b64encode(raw).decode()

@@ -41,6 +41,7 @@ from registry_operator.controllers.common import (
     controller_ref,
     decode_secret_data,
     ensure,
+    ensure_conditionally,
     is_controlled_by,
     key_of,
     now_utc,
@@ -75,7 +76,7 @@ from registry_operator.kube.controller import (
     Result,
     index_mapper,
 )
-from registry_operator.kube.errors import ApiError, Conflict, Forbidden
+from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, Forbidden
 from registry_operator.kube.events import EventRecorder
 from registry_operator.kube.manager import Manager
 from registry_operator.kube.resources import Resource
@@ -184,8 +185,8 @@ class ImageBuildEnvReconciler:
             ready = self._sync(env)
         except Problem as found:
             problem, ready = found, found.condition()
-        except Conflict:
-            raise  # stale cache: retry with fresh data, nothing to tell the user
+        except (Conflict, AlreadyExists):
+            raise  # stale cache (or a newer writer was first): retry with fresh data, nothing to tell
         except ApiError as error:
             if namespace_terminating(error):
                 # The namespace is going away and the env with it: recreating its children is futile.
@@ -261,7 +262,9 @@ class ImageBuildEnvReconciler:
         # input's CA gone) must disappear.
         if current is not None and contains(current, desired) and current.get("data") == desired["data"]:
             return
-        applied = self._client.apply(SECRETS, desired, field_manager=FIELD_MANAGER, force=True)
+        # Conditional: the data is other Secrets' content as cached (push credentials rotate), and a
+        # writer with an older cache, such as a deposed leader, would put older credentials back.
+        applied = ensure_conditionally(self._client, SECRETS, desired, current)
         if (applied.get("data") or {}) != desired["data"]:
             # Server-side apply keeps keys another field manager owns (e.g. the original operator,
             # which wrote with update); the merged secret's data is the operator's alone.
@@ -284,8 +287,16 @@ class ImageBuildEnvReconciler:
         # Keep the password: running builds hold it, and a new one would restart redis.
         existing = decode_secret_data(current_secret).get(c.SECRET_KEY_REDIS_PASSWORD)
         password = keepable_password(existing) or generate_password()
-        ensure(self._client, SECRETS, desired_redis_secret(env, password), current_secret)
+        if current_secret is None:
+            # A fresh password is this writer's own: create-if-absent, so two writers (a deposed
+            # leader among them) cannot replace each other's; AlreadyExists retries with the cache.
+            self._client.create(SECRETS, desired_redis_secret(env, password), field_manager=FIELD_MANAGER)
+        else:
+            ensure_conditionally(self._client, SECRETS, desired_redis_secret(env, password), current_secret)
         redis_name = build_env_redis_name(name)
+        # The Deployment and Service are pure functions of the env's name and uid, the redis image
+        # setting and the password the Secret holds (which changes only through the conditional
+        # writes above): applying them has the same outcome whoever writes.
         deployment = ensure(
             self._client,
             DEPLOYMENTS,

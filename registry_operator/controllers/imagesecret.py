@@ -30,9 +30,9 @@ racing writer such as a deposed leader makes it fail instead of being overwritte
 back). A pass that decided to rotate from a stale copy of the CR fails that write with Conflict and
 does nothing else; a pass with a fresh CR finds the new account and Secret (through the API if the
 cache lags) and does not rotate. A rotation cut after its claim (no account yet, or an account but
-the Secret still on an older rotation) is finished by the next pass under the same number; an
-account name taken by an account that is not this CR's fails the pass, and the next pass moves on
-to the next number.
+the Secret still on an older rotation, or none at all while the CR was never Ready) is finished by
+the next pass under the same number; an account name taken by an account that is not this CR's
+fails the pass, and the next pass moves on to the next number.
 
 The very first credential skips the claim when the same pass has just added the finalizer: that PUT
 was conditional on the CR's resourceVersion just the same, so this pass holds the current CR, and
@@ -621,6 +621,12 @@ class ImageSecretReconciler:
             return f"finishing rotation #{rotation}: its account was never created"
         labels = account_owner_labels(self.kind, objects.namespace(cr), objects.name(cr))
         if account is not None and older and has_owner_labels(account, labels):
+            return f"finishing rotation #{rotation}: its Secret was never written"
+        never_ready = (objects.condition(cr, c.CONDITION_READY) or {}).get("status") != "True"
+        if account is not None and secret is None and never_ready and has_owner_labels(account, labels):
+            # No Secret and not Ready: the pass that created account N was cut before its Secret (the
+            # first rotation, e.g. across an API server restart). A Secret deleted after it held a
+            # rotation leaves Ready=True behind, and gets a new rotation instead.
             return f"finishing rotation #{rotation}: its Secret was never written"
         return None
 

@@ -87,6 +87,10 @@ class LocalRegistryHostingReconciler:
         if current is not None and current.get("data") == desired["data"]:
             return None  # steady state: no write
         try:
+            if current is not None:
+                # Conditional: the hostname comes from a cache, and a writer with an older one (a
+                # deposed leader) must not put a previous hostname back.
+                desired["metadata"]["resourceVersion"] = objects.resource_version(current)
             self._client.apply(CONFIGMAPS, desired, field_manager=FIELD_MANAGER, force=True)
         except NotFound:  # kube-public missing (a bare API server): say so, retry later
             log.warning("namespace kube-public does not exist; local-registry-hosting not written")

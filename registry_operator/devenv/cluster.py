@@ -4,6 +4,11 @@ etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok (fake ku
 Ready, pods become Running/Ready) on 127.0.0.1 with free ports, generated certificates and an admin
 kubeconfig. Nothing is faked at the API level: objects go through the real admission, validation,
 garbage collection and controllers.
+
+kube-apiserver writes an audit log (`audit_log`, JSON lines) of every write to the project's
+resources and the core/apps/coordination kinds it manages, at Metadata level (who, what, when, the
+answer's code; never an object's content). With `client_kubeconfig(name)` each process of a test can
+get its own client certificate, so the log attributes every write to the process that sent it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,36 @@ STANDARD_STORAGE_CLASS = {
 }
 
 
+# Writes only (reads would drown them), Metadata level: user, verb, object reference, response code.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+            "resources": [
+                {"group": "registry.mgoltzsche.github.com"},
+                {
+                    "group": "",
+                    "resources": [
+                        "secrets",
+                        "configmaps",
+                        "serviceaccounts",
+                        "services",
+                        "persistentvolumeclaims",
+                    ],
+                },
+                {"group": "apps", "resources": ["statefulsets", "deployments"]},
+                {"group": "coordination.k8s.io", "resources": ["leases"]},
+            ],
+        },
+        {"level": "None"},
+    ],
+}
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -76,6 +111,8 @@ class LocalCluster:
         self._processes: dict[str, ManagedProcess] = {}
         self._ca_pem = b""
         self._admin: DevCert | None = None
+        self._client_ca: DevCert | None = None
+        self.audit_log = self.log_dir / "audit.log"
         self._bins: dict[str, binaries.Component] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -180,6 +217,28 @@ class LocalCluster:
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         return len(files)
 
+    def client_kubeconfig(self, user: str, *, server: str | None = None) -> Path:
+        """A kubeconfig with a client certificate of its own (CN=`user`, cluster admin), so the audit
+        log names this user for every request made with it; `server` e.g. a fault-injecting proxy."""
+        assert self._client_ca is not None
+        cert = issue_cert(user, issuer=self._client_ca, organization="system:masters", client=True)
+        path = self.workdir / f"{user}.kubeconfig"
+        self._write_kubeconfig_file(path, user, cert, server or self.server)
+        return path
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every event kube-apiserver has written to the audit log so far (a line being written is
+        skipped)."""
+        events: list[dict[str, Any]] = []
+        if not self.audit_log.exists():
+            return events
+        for line in self.audit_log.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
     def api_get(self, path: str) -> Any:
         """GET an API path as the admin user (used for readiness and /version)."""
         with self._https_open(path) as response:
@@ -206,7 +265,7 @@ class LocalCluster:
         pki = self.workdir / "pki"
         pki.mkdir(parents=True)
         server_ca = issue_cert("registry-operator-dev-ca")
-        client_ca = issue_cert("registry-operator-dev-client-ca")
+        client_ca = self._client_ca = issue_cert("registry-operator-dev-client-ca")
         serving = issue_cert(
             "kube-apiserver",
             issuer=server_ca,
@@ -240,6 +299,7 @@ class LocalCluster:
             (pki / name).write_bytes(data)
             (pki / name).chmod(0o600)
         self._ca_pem = files["ca.crt"]
+        (pki / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -283,6 +343,9 @@ class LocalCluster:
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
+            f"--audit-policy-file={pki / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
             "--v=1",
         ]
         proc = self._spawn("kube-apiserver", argv)
@@ -295,35 +358,38 @@ class LocalCluster:
 
     def _write_kubeconfig(self) -> None:
         assert self._admin is not None
+        self._write_kubeconfig_file(self.kubeconfig, "admin", self._admin, self.server)
+
+    def _write_kubeconfig_file(self, path: Path, user: str, cert: DevCert, server: str) -> None:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
                 {
                     "name": "registry-operator-dev",
-                    "cluster": {"server": self.server, "certificate-authority-data": _b64(self._ca_pem)},
+                    "cluster": {"server": server, "certificate-authority-data": _b64(self._ca_pem)},
                 }
             ],
             "users": [
                 {
-                    "name": "admin",
+                    "name": user,
                     "user": {
-                        "client-certificate-data": _b64(self._admin.cert_pem()),
-                        "client-key-data": _b64(self._admin.key_pem()),
+                        "client-certificate-data": _b64(cert.cert_pem()),
+                        "client-key-data": _b64(cert.key_pem()),
                     },
                 }
             ],
             "contexts": [
                 {
                     "name": "registry-operator-dev",
-                    "context": {"cluster": "registry-operator-dev", "user": "admin"},
+                    "context": {"cluster": "registry-operator-dev", "user": user},
                 }
             ],
             "current-context": "registry-operator-dev",
         }
-        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
 
     def _controller_manager_args(self) -> list[str]:
         pki = self.workdir / "pki"

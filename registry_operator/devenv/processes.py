@@ -43,9 +43,11 @@ class ManagedProcess:
         self.log_path = log_dir / f"{name}.log"
         self.env = env
         self._proc: subprocess.Popen[bytes] | None = None
+        self._exit_code: int | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._exit_code = None
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 self.argv,
@@ -61,6 +63,12 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def poll(self) -> int | None:
+        """None while it runs (or before it started); else its exit code, kept after stop()/kill()."""
+        if self._proc is not None and (code := self._proc.poll()) is not None:
+            self._exit_code = code
+        return None if self.running() else self._exit_code
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -73,6 +81,7 @@ class ManagedProcess:
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
+            self._exit_code = proc.returncode if proc is not None else self._exit_code
             return
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -83,6 +92,7 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+        self._exit_code = proc.returncode
 
     def kill(self) -> None:
         """SIGKILL, for tests that simulate a crash."""
@@ -90,6 +100,8 @@ class ManagedProcess:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+        if proc is not None:
+            self._exit_code = proc.returncode
 
 
 class StartupError(RuntimeError):

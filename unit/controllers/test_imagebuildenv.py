@@ -26,7 +26,7 @@ from registry_operator.controllers.resources import DEPLOYMENTS, IMAGE_BUILD_ENV
 from registry_operator.kube.cache import Store, json_copy
 from registry_operator.kube.client import Client, PatchType
 from registry_operator.kube.controller import Request, index_mapper
-from registry_operator.kube.errors import ApiError, Conflict, Forbidden
+from registry_operator.kube.errors import AlreadyExists, ApiError, Conflict, Forbidden
 from registry_operator.kube.resources import Resource
 
 NS = "team"
@@ -120,12 +120,22 @@ class FakeApi:
         existing = self.get(resource, name, obj["metadata"]["namespace"])
         new = json_copy(dict(obj))
         if existing is not None:
+            self._check_version(resource, obj)  # an apply carrying a resourceVersion is conditional
             new["metadata"]["uid"] = existing["metadata"]["uid"]
             if "status" in existing:
                 new["status"] = existing["status"]
             for key in self.foreign_data_keys & set(existing.get("data") or {}):
                 new["data"][key] = existing["data"][key]
         return self.put(resource, new)
+
+    def create(
+        self, resource: Resource, obj: Mapping[str, Any], *, field_manager: str | None = None
+    ) -> Object:
+        name = obj["metadata"]["name"]
+        self.writes.append(("create", resource.plural, name))
+        if self.get(resource, name, obj["metadata"]["namespace"]) is not None:
+            raise AlreadyExists(409, "AlreadyExists", f'{resource.plural} "{name}" already exists')
+        return self.put(resource, dict(obj))
 
     def _check_version(self, resource: Resource, obj: Mapping[str, Any]) -> Object:
         current = self.get(resource, obj["metadata"]["name"], obj["metadata"]["namespace"])
@@ -388,6 +398,36 @@ def test_redis_is_created_pending_until_available_and_its_password_is_kept() -> 
     world.reconcile()
     redis_secret = world.api.get(SECRETS, "imagebuildenv-example-redis-conf")
     assert redis_secret is not None and plain(redis_secret)["redis_password"] == password
+
+
+def test_a_writer_with_older_caches_cannot_put_older_credentials_or_another_redis_password_back() -> None:
+    """What a deposed leader would send: its caches are older than what the new leader wrote since."""
+    world = World(
+        (SECRETS, push_secret("imagepushsecret-example")),
+        (IMAGE_BUILD_ENVS, build_env(redis=True, secrets=("imagepushsecret-example",))),
+    )
+    world.reconcile()
+    conf_as_first_written = world.api.get(SECRETS, "imagebuildenv-example-conf")
+    redis_secret = world.api.get(SECRETS, "imagebuildenv-example-redis-conf")
+    assert conf_as_first_written is not None and redis_secret is not None
+    password = plain(redis_secret)["redis_password"]
+    # The stale writer saw the push secret's second rotation, not the third the leader merged.
+    second = world.api.put(SECRETS, push_secret("imagepushsecret-example", password="pw2"))
+    world.api.put(SECRETS, push_secret("imagepushsecret-example", password="pw3"))
+    world.reconcile()
+    assert world.conf()["password"] == "pw3"
+
+    world.stores[SECRETS].replace([second, json_copy(conf_as_first_written), json_copy(redis_secret)])
+    with pytest.raises(Conflict):
+        world.reconciler.reconcile(Request(NS, "example"))
+    assert world.conf()["password"] == "pw3"
+    # A cache without the redis Secret: a fresh password is only ever created, never replaces one.
+    world.stores[SECRETS].replace([second])
+    with pytest.raises(AlreadyExists):
+        world.reconciler.reconcile(Request(NS, "example"))
+    redis_secret = world.api.get(SECRETS, "imagebuildenv-example-redis-conf")
+    assert redis_secret is not None and plain(redis_secret)["redis_password"] == password
+    assert world.conf()["password"] == "pw3"
 
 
 def test_switching_redis_off_removes_it() -> None:

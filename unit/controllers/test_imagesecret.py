@@ -787,6 +787,31 @@ def test_a_rotation_cut_before_its_secret_was_written_is_finished_with_the_same_
     assert verify_password(secret["password"], account["spec"]["password"])
 
 
+@pytest.mark.parametrize("kind", kinds())
+def test_a_first_rotation_cut_before_its_secret_was_written_is_finished_with_the_same_account(
+    h: Harness, kind: ImageSecretKind
+) -> None:
+    """Found by the fault suite (a kube-apiserver restart): account #1 exists, no Secret was ever
+    written, the CR was never Ready. Finished as #1, not rotated to #2."""
+    h.add_cr(kind)
+    h.api.fail[("APPLY", SECRETS.plural)] = ApiError(503, "ServiceUnavailable", "cut")
+    with pytest.raises(ReconcileError):
+        for _ in range(4):
+            h.sync()
+            h.reconcile(kind)
+    assert h.accounts() == [f"{kind.mode}.{NS}.example.1"]
+
+    h.converge(kind)
+
+    assert h.cr(kind)["status"]["rotation"] == 1
+    assert h.accounts() == [f"{kind.mode}.{NS}.example.1"]
+    secret = plain(h.secret(kind))
+    account = h.api.obj(IMAGE_REGISTRY_ACCOUNTS, REGISTRY_NS, f"{kind.mode}.{NS}.example.1")
+    assert secret["username"] == f"{kind.mode}.{NS}.example.1"
+    assert verify_password(secret["password"], account["spec"]["password"])
+    assert h.ready(kind)["status"] == "True"
+
+
 def test_an_annotation_present_at_creation_is_handled_by_the_first_credential(h: Harness) -> None:
     h.add_cr(PUSH, annotations={c.ANNOTATION_ROTATE: "x"})
     h.converge(PUSH)

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from registry_operator.api import constants as c
 from registry_operator.config import Settings
-from registry_operator.controllers.common import Object, ensure
+from registry_operator.controllers.common import Object, ensure, ensure_conditionally
 from registry_operator.controllers.status import Problem
 from registry_operator.kube import objects
 from registry_operator.kube.cache import Store
@@ -83,11 +83,19 @@ class RegistryPart:
         return self._apply(resource, desired, store.get_by_name(metadata["namespace"], metadata["name"]))
 
     def _apply(
-        self, resource: Resource, desired: Object, current: Object | None, *, hint: str = ""
+        self,
+        resource: Resource,
+        desired: Object,
+        current: Object | None,
+        *,
+        hint: str = "",
+        conditional: bool = False,
     ) -> Object:
-        """`ensure()`, with errors that retrying cannot fix turned into a Problem."""
+        """`ensure()` (`ensure_conditionally()` if `conditional`), with errors that retrying cannot
+        fix turned into a Problem."""
+        write = ensure_conditionally if conditional else ensure
         try:
-            return ensure(self._client, resource, desired, current)
+            return write(self._client, resource, desired, current)
         except PERSISTENT_API_ERRORS as error:
             raise api_problem(f"apply {resource.kind} {desired['metadata']['name']}", error, hint) from error
 

@@ -93,7 +93,11 @@ class Rollouts(RegistryPart):
                         f"pod update waits: {waiting} other registries are rolling out "
                         f"(at most {limit} at once, OPERATOR_MAX_CONCURRENT_ROLLOUTS)"
                     )
-            applied = self._apply(STATEFULSETS, desired, dict(current) if current is not None else None)
+            # Conditional: the template carries hashes of cached config and certificates, so a
+            # writer with an older cache (a deposed leader) would roll the pods back to them.
+            applied = self._apply(
+                STATEFULSETS, desired, dict(current) if current is not None else None, conditional=True
+            )
             if rolls:
                 _STARTED[objects.key(applied)] = objects.generation(applied)
         return applied, None

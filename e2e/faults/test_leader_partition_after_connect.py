@@ -6,31 +6,28 @@ the manager's deadline-bounded client). Then the leader's proxy stops forwarding
 (toxiproxy `timeout` toxic with timeout 0: connections stay open, data is held back, and delivered
 when the toxic is removed) for 20 s and for 40 s, then heals.
 
-Attribution is by content: every write of a manager stamps its own identity, and a watch records
-each accepted write. Overlap must be 0: no write of the old leader accepted after the new leader
-acquired the Lease.
+Attribution twice: by content (every write of a manager stamps its own identity, and a watch records
+each accepted write) and by the API server's audit log (each manager has its own client certificate;
+held-back requests delivered after the heal show up there as refused). Overlap must be 0: no write
+of the old leader accepted after the new leader acquired the Lease.
 
-Not covered here (see issue 17): kind (b), connects that hang in SYN (toxiproxy accepts every
-connection); attribution through the API server's audit log; rotations of ImagePullSecrets.
+Kind (b), connects that hang in SYN, with the real operator rotating ImagePullSecrets and the
+writes attributed through the API server's audit log: test_leader_partition_connect_hang.py.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
+from e2e.faults.rotations import audited_writes, wait_audited
+from e2e.faults.toxiproxy import Toxiproxy
 from e2e.kube.manager_process import PROBE_LABEL, RECONCILED_BY
 from e2e.kube.support import wait_for
 from e2e.kube.test_leader_election_real import (
@@ -40,7 +37,6 @@ from e2e.kube.test_leader_election_real import (
     lease_holder,
     reconciled_by,
 )
-from registry_operator.devenv import binaries
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.kube import objects
 from registry_operator.kube.client import Client
@@ -48,76 +44,6 @@ from registry_operator.kube.errors import ConnectionFailed
 from registry_operator.kube.resources import CONFIGMAPS, LEASES
 
 pytestmark = pytest.mark.faults
-
-
-class Toxiproxy:
-    """A real toxiproxy-server on loopback, driven through its HTTP API."""
-
-    def __init__(self, workdir: Path) -> None:
-        server = binaries.ensure("toxiproxy")["toxiproxy"].path("toxiproxy-server")
-        self.api_port = _free_port()
-        self._log = (workdir / "toxiproxy.log").open("w")
-        self.process = subprocess.Popen(
-            [str(server), "-host", "127.0.0.1", "-port", str(self.api_port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(self._up, 20, "toxiproxy's API")
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            raw = response.read()
-        return json.loads(raw) if raw and raw[:1] in (b"{", b"[") else raw.decode()
-
-    def _up(self) -> bool:
-        try:
-            self._call("GET", "/version")
-        except OSError:
-            return False
-        return True
-
-    def proxy(self, name: str, upstream: str) -> str:
-        """A proxy to `upstream` (host:port); returns its listen address."""
-        created = self._call(
-            "POST", "/proxies", {"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "enabled": True}
-        )
-        return str(created["listen"])
-
-    def blackhole(self, name: str) -> None:
-        for stream in ("upstream", "downstream"):
-            toxic = {
-                "name": f"hang-{stream}",
-                "type": "timeout",
-                "stream": stream,
-                "attributes": {"timeout": 0},
-            }
-            self._call("POST", f"/proxies/{name}/toxics", toxic)
-
-    def heal(self, name: str) -> None:
-        for stream in ("upstream", "downstream"):
-            self._call("DELETE", f"/proxies/{name}/toxics/hang-{stream}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self._log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def toxiproxy(tmp_path: Path) -> Iterator[Toxiproxy]:
-    proxy = Toxiproxy(tmp_path)
-    yield proxy
-    proxy.stop()
 
 
 class WriteLog:
@@ -162,12 +88,12 @@ def test_a_partitioned_leader_gives_up_and_none_of_its_writes_lands_after_the_ne
     admin = Client.from_kubeconfig(cluster.kubeconfig)
     upstream = urlparse(cluster.server).netloc
     lease = f"e2e-partition-lease-{partition_seconds:g}"
-    managers = {
-        name: ManagerProcess(
-            cluster, namespace, lease, name, tmp_path, server=f"https://{toxiproxy.proxy(name, upstream)}"
-        )
-        for name in ("alpha", "beta")
-    }
+    managers: dict[str, ManagerProcess] = {}
+    for name in ("alpha", "beta"):
+        # Its own client certificate: the audit log names the process behind every write.
+        server = f"https://{toxiproxy.proxy(name, upstream)}"
+        kubeconfig = cluster.client_kubeconfig(f"manager-{name}", server=server)
+        managers[name] = ManagerProcess(cluster, namespace, lease, name, tmp_path, kubeconfig=kubeconfig)
     log = WriteLog(admin, namespace)
     flowing = threading.Event()
     flowing.set()
@@ -231,6 +157,8 @@ def test_a_partitioned_leader_gives_up_and_none_of_its_writes_lands_after_the_ne
             and by == old.identity
             and reconciled_by(admin, namespace, name) != new.identity
         ]
+        wait_audited(cluster, f"manager-{new.identity}", time.time())
+        audited = audited_writes(cluster, f"manager-{old.identity}", acquired_wall)
         failover = acquired_wall - partitioned_wall
         overlap = max(0.0, old_exited_wall - acquired_wall)
         print(
@@ -238,13 +166,14 @@ def test_a_partitioned_leader_gives_up_and_none_of_its_writes_lands_after_the_ne
             f"old leader exited with {code} {old_exited_wall - partitioned_wall:.2f}s in "
             f"(overlap {overlap:.2f}s), healed at +{healed_at - partitioned_at:.1f}s; "
             f"{len(log.writes)} writes seen, {len(stale)} stale writes accepted after the acquire, "
-            f"{len(created)} probes"
+            f"{len(created)} probes; audit log, old leader's writes after the acquire: {audited.line()}"
         )
         assert code == 2, "a deposed leader exits non-zero (LEADERSHIP_LOST)"
         assert overlap == 0.0, "the old leader must have given up before the new one acquired"
         assert failover <= FAILOVER_BUDGET_SECONDS
         assert stale == [], "no write of the old leader may be accepted after the new leader's acquire"
         assert flips == []
+        assert audited.accepted == [], "the API server accepted no write of the old leader after the acquire"
     finally:
         flowing.clear()
         log.close()
