@@ -13,10 +13,11 @@ from typing import Any
 import structlog
 
 from registry_operator.api import constants as c
-from registry_operator.api.imageregistry import ImageRegistryStatus
+from registry_operator.api.imageregistry import ImageRegistryStatus, TokenKeyStatus, TrustStatus
 from registry_operator.controllers import tenancy
 from registry_operator.controllers.common import Object
 from registry_operator.controllers.imageregistry.base import RegistryPart
+from registry_operator.controllers.imageregistry.keys import TokenKey
 from registry_operator.controllers.resources import IMAGE_REGISTRIES
 from registry_operator.controllers.status import (
     ConditionValue,
@@ -28,6 +29,10 @@ from registry_operator.controllers.status import (
 from registry_operator.kube import objects
 
 log = structlog.get_logger(__name__)
+
+TOKEN_KEY_PHASES = frozenset(
+    {c.ROLLOVER_STABLE, c.ROLLOVER_DISTRIBUTING, c.ROLLOVER_SWITCHING, c.ROLLOVER_RETIRING}
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class Readiness(RegistryPart):
         replicas: int,
         deferred: str | None = None,
         now: datetime,
+        trust: TrustStatus | None = None,
+        ca_bundle: bytes | None = None,
+        token: TokenKey | None = None,
     ) -> None:
         if problems:
             message = "; ".join(problem.message for problem in problems)
@@ -101,6 +109,16 @@ class Readiness(RegistryPart):
         status.hostname = hostname
         status.tls_secret_name = tls_secret_name
         status.allowed_namespaces = tenancy.describe(obj)
+        if trust is not None:
+            # Only a reconcile that got this far knows them; a failing one keeps what was published.
+            status.trust = trust
+            status.ca_bundle = ca_bundle.decode("ascii") if ca_bundle else None
+        if token is not None:
+            status.token_key = TokenKeyStatus(
+                phase=token.phase if token.phase in TOKEN_KEY_PHASES else "Stable",  # type: ignore[arg-type]
+                since=token.since,
+                message=token.reason if token.phase != c.ROLLOVER_STABLE else None,
+            )
         update_status(self._client, IMAGE_REGISTRIES, obj, status, now, ready, synced)
         if not changed:
             return
