@@ -10,8 +10,9 @@ Reconcile flow (reads come from the informer caches, writes go to the API):
 3. Resolve the registry (`spec.registryRef`, its namespace defaulting to the CR's; else the default
    registry from the settings). It is usable when the ImageRegistry exists, is Ready and its TLS
    secret (`status.tlsSecretName`) exists; the CA is its `status.caBundle` (else that secret's
-   `ca.crt`). Otherwise `Ready=False`, reason `RegistryUnavailable`, with a message naming what is missing. The ImageRegistry and its TLS
-   secret are watched, so the CR is reconciled again as soon as that changes.
+   `ca.crt`). Otherwise `Ready=False`, reason `RegistryUnavailable`, with a message naming what is
+   missing. The ImageRegistry and its TLS secret are watched, so the CR is reconciled again as soon
+   as that changes.
 4. Find the current credential: account `<mode>.<ns>.<name>.<status.rotation>` in the registry
    namespace and the Secret. When the cache lacks either (or the Secret's rotation annotation is not
    `status.rotation`), GET it from the API: a cache that has not yet seen our own last write must not

@@ -446,7 +446,9 @@ def test_token_key_rollover_from_rsa_4096_trusts_both_keys_before_switching(
             "data": tls_data(old),
         },
     )
-    token_secret = lambda: harness.get("secrets", "imageregistry-registry-auth-token")  # noqa: E731
+
+    def token_secret() -> dict[str, Any] | None:
+        return harness.get("secrets", "imageregistry-registry-auth-token")
 
     def data(key: str) -> bytes:
         secret = token_secret()
