@@ -77,7 +77,7 @@ REASON_ADOPTED: Final = "AdoptedRootCA"
 REASON_REFUSED: Final = "InvalidRootCA"
 REASON_ROLLOVER: Final = "RootCARollover"
 # How often a rollover in progress looks again without a change of a registry (whose status it watches).
-ROLLOVER_RECHECK: Final = timedelta(seconds=30)
+ROLLOVER_RECHECK: Final = timedelta(seconds=5)
 
 
 def root_ca_field_selector() -> str:
@@ -204,7 +204,7 @@ def plan_rollover(
                 else:
                     why = f"{len(behind)} Secrets do not hold the next CA yet, e.g. {behind[0]}"
                 return RolloverStep(
-                    None, message=why, recheck_at=max(since + overlap, now + ROLLOVER_RECHECK)
+                    None, message=why, recheck_at=since + overlap if now < since + overlap else now + ROLLOVER_RECHECK
                 )
             return RolloverStep(
                 {

@@ -88,7 +88,7 @@ ROOT_CA_INDEX_VALUE: Final = "root-ca"
 # Past a renewal instant, so a timer that fires a little early does not just requeue again.
 RENEWAL_MARGIN: Final = timedelta(seconds=2)
 # While the pods wait for a new CA to be out, look again this often (derived Secrets are not watched).
-TRUST_RECHECK: Final = timedelta(seconds=15)
+TRUST_RECHECK: Final = timedelta(seconds=5)
 
 T = TypeVar("T")
 __all__ = ["PERSISTENT_ERROR_RECHECK", "ImageRegistryReconciler", "RegistryStores", "setup"]
