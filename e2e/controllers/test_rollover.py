@@ -129,7 +129,7 @@ def test_root_ca_rollover_keeps_clients_with_the_old_and_the_new_ca_pulling(
     tmp_path: Path,
 ) -> None:
     env = {"OPERATOR_LEADER_ELECTION": "false", "OPERATOR_TRUST_OVERLAP": OVERLAP}
-    start_operator(controllers="caroot,imageregistry,imagepullsecret", env=env)
+    start_operator(controllers="caroot,imageregistry,imagesecret", env=env)
     volumes(namespace, "imageregistry-roll-pvc", access_modes=("ReadWriteMany",))
     apply(cluster, namespace, registry_manifest("roll"))
     registry = wait_condition(api, namespace, "roll", status="True", reason="Available")
@@ -208,13 +208,21 @@ def test_root_ca_rollover_keeps_clients_with_the_old_and_the_new_ca_pulling(
             served = x509.load_pem_x509_certificate(follower.snapshot()[-1].serving_pem)
             return (
                 phase == c.ROLLOVER_STABLE
-                and phases.seen[0][1] != f"root:{c.ROLLOVER_STABLE}"
+                and f"root:{c.ROLLOVER_RETIRING}" in str(phases)
                 and new_signer != old_root
                 and fingerprints(current) == [pki.cert_fingerprint(new_signer)]
                 and pki.verify_signed_by(served, new_signer)
             )
 
-        wait_for(watch, 180, f"the root CA rollover to finish (so far: {phases})", interval=0.5)
+        try:
+            wait_for(watch, 180, "the root CA rollover to finish", interval=0.5)
+        except AssertionError as error:
+            status = api.get(IMAGE_REGISTRIES, "roll", namespace).get("status") or {}
+            annotations = api.get(SECRETS, c.ROOT_CA_SECRET_NAME, OPERATOR_NAMESPACE)["metadata"]
+            raise AssertionError(
+                f"{error}; phases {phases}; registry trust {status.get('trust')}; root CA "
+                f"{annotations.get('annotations')}; pods {[p.config_hash[:8] for p in follower.snapshot()]}"
+            ) from None
         rollover_seconds = time.monotonic() - phases.start
         time.sleep(3)  # pulls against the final state, with the final bundle
     finally:
@@ -330,7 +338,10 @@ def test_token_key_rollover_from_rsa_4096_keeps_every_token_valid_on_both_replic
                 )
             )
 
-        wait_for(stable_again, 240, f"the token key rollover to finish (so far: {phases})", interval=0.5)
+        try:
+            wait_for(stable_again, 240, "the token key rollover to finish", interval=0.5)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; phases {phases}") from None
         seconds = time.monotonic() - phases.start
         time.sleep(2)
     finally:

@@ -43,6 +43,7 @@ from registry_operator.kube.client import Client
 # Tokens the stand-in docker_auth issues live this long (docker_auth's default is 900 s; the test
 # keeps it below OPERATOR_TOKEN_KEY_RETIREMENT as the real default keeps 900 s below 16 min).
 TOKEN_LIFETIME = 15
+DRAIN_SECONDS = 3.0
 
 
 def _decoded(secret: dict[str, Any], key: str) -> bytes:
@@ -241,6 +242,9 @@ class PodFollower:
                     self.pods.remove(old)
                     self.pods.append(new)  # the newest serves the Service
                     self._route()
+                # A terminating pod leaves the Service's endpoints first and finishes what it serves
+                # (terminationGracePeriodSeconds): connections opened just before the switch complete.
+                self._stop.wait(DRAIN_SECONDS)
                 old.stop()
             self.rollouts.append((time.monotonic(), config_hash))
 
