@@ -149,13 +149,18 @@ def test_root_ca_rollover_keeps_clients_with_the_old_and_the_new_ca_pulling(
 
     follower = PodFollower(api, namespace, "roll", hostname, tmp_path / "pods").start()
     clients: list[PullClient] = []
+    image = f"{hostname}/e2e/hello:v1"
+    # Negative control: a client that never re-reads ca.crt must fail once the new root's certificate
+    # is served (so the pulls of the others really verify TLS against what they hold).
+    stale = PullClient(
+        "stale-never-rereads", tmp_path / "c-stale", image, follower.client_env, lambda: old_ca
+    )
     try:
         layout = tmp_path / "layout"
         write_image(layout)
         certs = tmp_path / "push-certs"
         certs.mkdir()
         (certs / "ca.crt").write_bytes(old_ca)
-        image = f"{hostname}/e2e/hello:v1"
         pushed = skopeo_env(
             follower.client_env, "copy", "--dest-cert-dir", str(certs), "--dest-creds", "pusher:any",
             f"oci:{layout}:v1", f"docker://{image}",
@@ -174,7 +179,7 @@ def test_root_ca_rollover_keeps_clients_with_the_old_and_the_new_ca_pulling(
         clients.append(
             PullClient("newest-ca", tmp_path / "c-fresh", image, follower.client_env, pull_secret_ca)
         )
-        for client in clients:
+        for client in [*clients, stale]:
             client.start()
         time.sleep(2)
 
@@ -226,7 +231,7 @@ def test_root_ca_rollover_keeps_clients_with_the_old_and_the_new_ca_pulling(
         rollover_seconds = time.monotonic() - phases.start
         time.sleep(3)  # pulls against the final state, with the final bundle
     finally:
-        for client in clients:
+        for client in [*clients, stale]:
             client.stop()
         time.sleep(1)
         follower.stop()
@@ -235,6 +240,8 @@ def test_root_ca_rollover_keeps_clients_with_the_old_and_the_new_ca_pulling(
           f"{len(follower.rollouts)}")  # fmt: skip
     for client in clients:
         print(f"  client {client.name}: {client.attempts} pulls attempted, {len(client.failures)} failed")
+    print(f"  negative control {stale.name}: {stale.attempts} pulls, {len(stale.failures)} failed")
+    assert stale.failures, "a client trusting only the old root kept pulling from the new certificate"
     assert bundle_client is not None, "the pull Secret never held the old and the new CA together"
     for client in clients:
         assert client.attempts >= 3, f"{client.name} barely pulled"

@@ -432,7 +432,9 @@ class CARootReconciler:
         if step.data is None:
             if step.message:
                 log.info(f"root CA rollover waits: {step.message}", secret=where)
-            return self._requeue_at(step.recheck_at or now + ROLLOVER_RECHECK, now)
+            # Also at the signing CA's expiry: an expired CA is replaced, whatever the rollover waits for.
+            recheck_at = min(step.recheck_at or now + ROLLOVER_RECHECK, parsed.cert.not_valid_after_utc)
+            return self._requeue_at(recheck_at, now)
         body = dict(secret)
         body["metadata"] = {**secret["metadata"], "annotations": step.annotations}
         body["data"] = secret_data(step.data)
