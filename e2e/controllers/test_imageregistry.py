@@ -132,7 +132,8 @@ def test_seed_registry_gets_every_child_and_becomes_ready(
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
     volumes_by_name = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes_by_name["tls"]["secret"]["secretName"] == "imageregistry-registry-selfsigned-tls"
-    assert volumes_by_name["token-cert"]["secret"]["items"] == [{"key": "tls.crt", "path": "tls.crt"}]
+    # The registry trusts the token key Secret's bundle (two keys during a rollover) at its rootcertbundle path.
+    assert volumes_by_name["token-cert"]["secret"]["items"] == [{"key": "bundle.crt", "path": "tls.crt"}]
     assert volumes_by_name["images"]["persistentVolumeClaim"]["claimName"] == "imageregistry-registry-pvc"
     assert len(sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH]) == 64
     assert sts["metadata"]["annotations"][c.ANNOTATION_EXTERNAL_NAME] == hostname
