@@ -132,7 +132,7 @@ def test_seed_registry_gets_every_child_and_becomes_ready(
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
     volumes_by_name = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes_by_name["tls"]["secret"]["secretName"] == "imageregistry-registry-selfsigned-tls"
-    # The registry trusts the token key Secret's bundle (two keys during a rollover) at its rootcertbundle path.
+    # The registry trusts the token key Secret's bundle (two keys during a rollover).
     assert volumes_by_name["token-cert"]["secret"]["items"] == [{"key": "bundle.crt", "path": "tls.crt"}]
     assert volumes_by_name["images"]["persistentVolumeClaim"]["claimName"] == "imageregistry-registry-pvc"
     assert len(sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH]) == 64

@@ -203,9 +203,8 @@ def plan_rollover(
                     )
                 else:
                     why = f"{len(behind)} Secrets do not hold the next CA yet, e.g. {behind[0]}"
-                return RolloverStep(
-                    None, message=why, recheck_at=since + overlap if now < since + overlap else now + ROLLOVER_RECHECK
-                )
+                recheck_at = since + overlap if now < since + overlap else now + ROLLOVER_RECHECK
+                return RolloverStep(None, message=why, recheck_at=recheck_at)
             return RolloverStep(
                 {
                     pki.TLS_CERT_KEY: following.bundle.cert_pem,
