@@ -106,6 +106,7 @@ class Outcome:
     ca_bundle: bytes | None = None
     token: TokenKey | None = None
     held: bool = False  # the pods stay on the served certificate until the new CA is out
+    trust_was_changing: bool = False  # a held TLS switch may just have been let through
 
     def attempt(self, step: Callable[[], T]) -> T | None:
         """Run `step`; a Problem is recorded (and None returned), anything else propagates."""
@@ -195,7 +196,8 @@ class ImageRegistryReconciler(RegistryPart):
             except ApiError as status_error:
                 log.warning("writing the failure status failed", error=str(status_error))
             raise
-        if spec_changed and not outcome.problems and outcome.statefulset is not None and not outcome.held:
+        settling = spec_changed or outcome.trust_was_changing
+        if settling and not outcome.problems and outcome.statefulset is not None and not outcome.held:
             # Only once the pods are told to use the new TLS source, and once per spec change.
             outcome.attempt(lambda: self._tls.remove_unused(ctx))
         self._report(obj, hostname, ctx.tls_secret_name, outcome, ctx.spec.replicas)
@@ -232,6 +234,7 @@ class ImageRegistryReconciler(RegistryPart):
             return outcome
         current_tls = self._current_tls(ctx, tls)
         previous = read_status(ImageRegistryStatus, obj)
+        outcome.trust_was_changing = previous.trust is not None and previous.trust.phase != "Stable"
 
         def desired_for(trust_plan: TrustPlan, token_key: TokenKey) -> Object:
             served = trust_plan.hold
