@@ -75,6 +75,9 @@ ENV_HEALTH_PROBE_BIND_ADDRESS: Final = "OPERATOR_HEALTH_PROBE_BIND_ADDRESS"
 ENV_LEADER_ELECTION: Final = "OPERATOR_LEADER_ELECTION"
 ENV_LEADER_ELECTION_LEASE_NAME: Final = "OPERATOR_LEADER_ELECTION_LEASE_NAME"
 ENV_LOCAL_REGISTRY_HOSTING: Final = "OPERATOR_LOCAL_REGISTRY_HOSTING"
+ENV_TRUST_OVERLAP: Final = "OPERATOR_TRUST_OVERLAP"
+ENV_TOKEN_KEY_RETIREMENT: Final = "OPERATOR_TOKEN_KEY_RETIREMENT"
+ENV_CA_PERMITTED_DNS: Final = "OPERATOR_CA_PERMITTED_DNS"
 
 SERVICE_ACCOUNT_NAMESPACE_FILE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -94,6 +97,15 @@ DEFAULT_MAX_CONCURRENT_ROLLOUTS: Final = 2
 DEFAULT_METRICS_BIND_ADDRESS: Final = ":8080"
 DEFAULT_HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"
 DEFAULT_LEADER_ELECTION_LEASE_NAME: Final = "image-registry-operator-lock"
+# How long a new CA is in every distributed `ca.crt` before a certificate it signed is served: covers
+# what the API cannot show (kubelet refreshing mounted Secrets, ~1-2 min; the node agent's 30 s
+# resync; jobs that read ca.crt at start).
+DEFAULT_TRUST_OVERLAP: Final = "1h"
+# docker_auth's token expiration (dockerauth.TOKEN_EXPIRATION_SECONDS, 900 s) plus a minute of clock
+# skew: a token signed by the previous key cannot be alive after that.
+DEFAULT_TOKEN_KEY_RETIREMENT: Final = "16m"
+# The cluster's service names (`<name>.<namespace>.svc[.cluster.local]`) are always permitted.
+CLUSTER_SERVICE_DNS: Final = ("svc", "svc.cluster.local")
 
 # Below one second the rotation interval (TTL/2) would make the operator rotate in a tight loop.
 MIN_SECRET_TTL: Final = timedelta(seconds=1)
@@ -143,6 +155,19 @@ class Settings:
     leader_election_lease_name: str
     local_registry_hosting: bool = False
     """KEP-1755: publish the default registry in kube-public/local-registry-hosting (opt-in)."""
+    trust_overlap: timedelta = timedelta(hours=1)
+    """A new CA is in every distributed `ca.crt` this long (and in every generated Secret) before a
+    certificate it signed is served."""
+    token_key_retirement: timedelta = timedelta(minutes=16)
+    """After docker_auth switched to a new token key, the registry trusts the previous one this long
+    (at least docker_auth's token expiration)."""
+    ca_extra_permitted_dns: tuple[str, ...] = ()
+    """More DNS subtrees the self-signed root CA may vouch for, besides the zone and cluster names."""
+
+    @property
+    def ca_permitted_dns(self) -> tuple[str, ...]:
+        """The root CA's NameConstraints: the DNS zone, the cluster's service names and any extra."""
+        return tuple(sorted({self.dns_zone, *CLUSTER_SERVICE_DNS, *self.ca_extra_permitted_dns}))
 
     @property
     def watches_all_namespaces(self) -> bool:
@@ -215,6 +240,19 @@ def _parse_bind_address(text: str) -> tuple[str | None] | None:
 
 def _parse_dns_zone(text: str) -> str | None:
     return text if is_dns1123_subdomain(text) and len(text) <= MAX_DNS_ZONE_LENGTH else None
+
+
+def _parse_duration_setting(text: str) -> timedelta | None:
+    try:
+        value = parse_duration(text)
+    except DurationError:
+        return None
+    return value if value >= timedelta(seconds=1) else None
+
+
+def _parse_dns_list(text: str) -> tuple[str, ...] | None:
+    names = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    return names if all(is_dns1123_subdomain(name) for name in names) else None
 
 
 def _parse_namespace(text: str) -> str | None:
@@ -320,4 +358,25 @@ def load_settings(
             "a Lease name (DNS-1123 subdomain)",
         ),
         local_registry_hosting=_read(env, ENV_LOCAL_REGISTRY_HOSTING, "false", _parse_bool, "true or false"),
+        trust_overlap=_read(
+            env,
+            ENV_TRUST_OVERLAP,
+            DEFAULT_TRUST_OVERLAP,
+            _parse_duration_setting,
+            "a Go duration of at least 1s",
+        ),
+        token_key_retirement=_read(
+            env,
+            ENV_TOKEN_KEY_RETIREMENT,
+            DEFAULT_TOKEN_KEY_RETIREMENT,
+            _parse_duration_setting,
+            "a Go duration of at least 1s (keep it above docker_auth's 900 s token expiration)",
+        ),
+        ca_extra_permitted_dns=_read(
+            env,
+            ENV_CA_PERMITTED_DNS,
+            ",",
+            _parse_dns_list,
+            "a comma-separated list of DNS domains (DNS-1123 subdomains)",
+        ),
     )

@@ -131,7 +131,13 @@ def _new_ca_key(key_size: int | None) -> rsa.RSAPrivateKey | ec.EllipticCurvePri
 
 
 def _self_signed_ca(
-    common_name: str, now: datetime, *, key_size: int | None, lifetime: timedelta, organization: str | None
+    common_name: str,
+    now: datetime,
+    *,
+    key_size: int | None,
+    lifetime: timedelta,
+    organization: str | None,
+    permitted_dns: Sequence[str] = (),
 ) -> TLSBundle:
     _require_aware(now)
     key = _new_ca_key(key_size)
@@ -141,7 +147,7 @@ def _self_signed_ca(
         attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     name = x509.Name(attributes)
     public_key = key.public_key()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -149,7 +155,11 @@ def _self_signed_ca(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + lifetime)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if permitted_dns:
+        builder = builder.add_extension(name_constraints(permitted_dns), critical=True)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -171,6 +181,28 @@ def _self_signed_ca(
     return TLSBundle(cert_pem=pem, key_pem=_key_pem(key), ca_pem=pem)
 
 
+def name_constraints(permitted_dns: Sequence[str]) -> x509.NameConstraints:
+    """Permit exactly these DNS subtrees (each name and everything below it) and exclude every IP
+    address, so a CA that nodes are asked to trust cannot vouch for any other host."""
+    return x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName(name) for name in sorted(set(permitted_dns))],
+        excluded_subtrees=[
+            x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+            x509.IPAddress(ipaddress.ip_network("::/0")),
+        ],
+    )
+
+
+def permitted_dns_of(cert: x509.Certificate) -> tuple[str, ...] | None:
+    """The permitted DNS subtrees of a CA (sorted), or None when it has no NameConstraints."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    subtrees = constraints.permitted_subtrees or []
+    return tuple(sorted(name.value for name in subtrees if isinstance(name, x509.DNSName)))
+
+
 def create_ca(
     common_name: str,
     now: datetime,
@@ -178,10 +210,20 @@ def create_ca(
     key_size: int | None = None,
     lifetime: timedelta = CA_LIFETIME,
     organization: str | None = None,
+    permitted_dns: Sequence[str] = (),
 ) -> TLSBundle:
     """A self-signed CA (5 years) with an ECDSA P-256 key, or RSA of `key_size` bits when given;
-    `ca_pem` is the certificate itself."""
-    return _self_signed_ca(common_name, now, key_size=key_size, lifetime=lifetime, organization=organization)
+    `ca_pem` is the certificate itself.
+
+    With `permitted_dns` it carries critical NameConstraints (`name_constraints`)."""
+    return _self_signed_ca(
+        common_name,
+        now,
+        key_size=key_size,
+        lifetime=lifetime,
+        organization=organization,
+        permitted_dns=permitted_dns,
+    )
 
 
 def create_token_signing_pair(
@@ -508,3 +550,36 @@ def certs_fingerprint(certs: Iterable[x509.Certificate]) -> str:
     for cert in certs:
         digest.update(cert.public_bytes(serialization.Encoding.DER))
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Trust bundles: several CA certificates in one PEM file, as clients read `ca.crt`
+
+
+def unique_certs(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    """Each certificate once, in order of first occurrence."""
+    seen: set[str] = set()
+    out = []
+    for cert in certs:
+        fingerprint = cert_fingerprint(cert)
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            out.append(cert)
+    return out
+
+
+def pem_bundle(certs: Iterable[x509.Certificate]) -> bytes:
+    """The certificates as one PEM file, each once (first occurrence wins the position)."""
+    return b"".join(cert_pem(cert) for cert in unique_certs(certs))
+
+
+def bundle_certs(data: bytes | None) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle; empty for missing or unreadable data (never raises)."""
+    if not data or not data.strip():
+        return []
+    parsed = parse_certificates_pem(data, source="bundle")
+    return [] if isinstance(parsed, PkiError) else parsed
+
+
+def fingerprints(certs: Iterable[x509.Certificate]) -> set[str]:
+    return {cert_fingerprint(cert) for cert in certs}

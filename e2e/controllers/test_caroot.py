@@ -90,20 +90,35 @@ def test_root_ca_lifecycle(
     api.delete(SECRETS, c.ROOT_CA_SECRET_NAME, OPERATOR_NAMESPACE)
     wait_for(lambda: (s := root_ca(api)) is not None and fingerprint(s) != first, 30, "a new root CA")
 
-    # A managed CA close to its renewal time is replaced at that time, without any event.
+    # A managed CA close to its renewal time starts a rollover at that time (the next CA beside it),
+    # and, should it expire before the rollover ends, is replaced then: nothing verifies against it.
     now = now_utc()
     # renewal = NotBefore + 75 % of (NotAfter - NotBefore), NotBefore = now - BACKDATE, NotAfter = now
     # + lifetime, i.e. now + 0.75 lifetime - 0.25 BACKDATE: due 4 s from now with this lifetime.
     lifetime = (timedelta(seconds=4) + pki.BACKDATE * 0.25) / 0.75
-    short_lived = pki.create_ca(c.ROOT_CA_COMMON_NAME, now, key_size=2048, lifetime=lifetime)
+    # With the NameConstraints the operator wants, so that only the renewal time starts a rollover.
+    wanted = ("svc", "svc.cluster.local")
+    short_lived = pki.create_ca(
+        c.ROOT_CA_COMMON_NAME, now, key_size=2048, lifetime=lifetime, permitted_dns=wanted
+    )
     replace_secret(api, data=encoded(short_lived), labels=dict(secret["metadata"]["labels"]))
     short_fp = pki.cert_fingerprint(x509.load_pem_x509_certificate(short_lived.cert_pem))
     wait_for(lambda: fingerprint(root_ca(api) or {}) == short_fp, 10, "the short-lived CA in place")
     renewal = pki.renewal_time(x509.load_pem_x509_certificate(short_lived.cert_pem))
-    wait_for(lambda: fingerprint(root_ca(api) or {}) != short_fp, 30, "the renewal")
+    wait_for(lambda: c.SECRET_KEY_NEXT_CERT in ((root_ca(api) or {}).get("data") or {}), 30, "the rollover")
+    rolled_at = now_utc()
+    annotations = (root_ca(api) or {})["metadata"]["annotations"]
+    assert annotations[c.ANNOTATION_ROLLOVER_PHASE] == c.ROLLOVER_DISTRIBUTING
+    assert fingerprint(root_ca(api) or {}) == short_fp  # still the signing CA
+    # NotAfter is ~100 s away (the back-dated NotBefore stretches the lifetime).
+    expiry = x509.load_pem_x509_certificate(short_lived.cert_pem).not_valid_after_utc
+    wait_seconds = (expiry - now_utc()).total_seconds() + 30
+    wait_for(lambda: fingerprint(root_ca(api) or {}) != short_fp, wait_seconds, "the replacement at expiry")
     renewed_at = now_utc()
-    print(f"\nrenewed {(renewed_at - renewal).total_seconds():.1f}s after the renewal time")
-    assert renewed_at >= renewal
+    print(f"\nrollover {(rolled_at - renewal).total_seconds():.1f}s after the renewal time, replaced "
+          f"{(renewed_at - renewal).total_seconds():.1f}s after it")  # fmt: skip
+    assert rolled_at >= renewal
+    assert renewed_at >= expiry
 
     # A valid user-provided (unmanaged) CA is adopted as-is.
     user_ca = pki.create_ca("my company CA", now_utc(), key_size=2048)

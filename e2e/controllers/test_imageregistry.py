@@ -132,7 +132,8 @@ def test_seed_registry_gets_every_child_and_becomes_ready(
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
     volumes_by_name = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes_by_name["tls"]["secret"]["secretName"] == "imageregistry-registry-selfsigned-tls"
-    assert volumes_by_name["token-cert"]["secret"]["items"] == [{"key": "tls.crt", "path": "tls.crt"}]
+    # The registry trusts the token key Secret's bundle (two keys during a rollover).
+    assert volumes_by_name["token-cert"]["secret"]["items"] == [{"key": "bundle.crt", "path": "tls.crt"}]
     assert volumes_by_name["images"]["persistentVolumeClaim"]["claimName"] == "imageregistry-registry-pvc"
     assert len(sts["spec"]["template"]["metadata"]["annotations"][c.ANNOTATION_CONFIG_HASH]) == 64
     assert sts["metadata"]["annotations"][c.ANNOTATION_EXTERNAL_NAME] == hostname
@@ -225,7 +226,8 @@ def test_spec_changes_roll_out_and_delete_claim_is_honoured(
     volumes: Callable[..., str],
     start_operator: Callable[..., OperatorProcess],
 ) -> None:
-    start_operator(controllers="caroot,imageregistry")
+    # A new CA reaches clients (status.caBundle) this long before the pods serve a certificate from it.
+    start_operator(controllers="caroot,imageregistry", env={"OPERATOR_TRUST_OVERLAP": "4s"})
     name, pvc_name = "rollout", "imageregistry-rollout-pvc"
     volumes(namespace, pvc_name, access_modes=("ReadWriteMany",))
     claim = {
@@ -262,8 +264,32 @@ def test_spec_changes_roll_out_and_delete_claim_is_honoured(
     # TLS source: a user's Secret replaces the self-signed certificate.
     api.create(SECRETS, user_tls_secret(namespace, "custom-tls", [f"{name}.{namespace}.svc"]))
     merge_patch(cluster, namespace, name, {"spec": {"tls": {"secretName": "custom-tls"}}})
+    # First the user's CA is published beside the served one while the pods stay on the served
+    # certificate; after the overlap they move to the user's certificate and the old CA leaves.
+    wait_for(
+        lambda: (
+            (api.get(IMAGE_REGISTRIES, name, namespace).get("status") or {}).get("trust", {}).get("phase")
+            == "Distributing"
+        ),
+        10,
+        "the new CA to be distributed first",
+    )
+    held = api.get(IMAGE_REGISTRIES, name, namespace)["status"]
+    assert len(pki.bundle_certs(held["caBundle"].encode())) == 2
+    assert pod_template_hash(api, namespace, name) == acl_hash
+    wait_for(
+        lambda: (
+            (api.get(IMAGE_REGISTRIES, name, namespace).get("status") or {}).get("trust", {}).get("phase")
+            == "Stable"
+            and pod_template_hash(api, namespace, name) != acl_hash
+        ),
+        60,
+        "the pods to move to the user's certificate",
+    )
     registry = wait_condition(api, namespace, name, status="True", reason="Available")
     assert registry["status"]["tlsSecretName"] == "custom-tls"
+    user_ca = decoded(api.get(SECRETS, "custom-tls", namespace), "ca.crt")
+    assert pki.bundle_certs(registry["status"]["caBundle"].encode()) == pki.bundle_certs(user_ca)
     pod = api.get(STATEFULSETS, name, namespace)["spec"]["template"]["spec"]
     assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"] == "custom-tls"
     assert pod_template_hash(api, namespace, name) not in (initial_hash, acl_hash)

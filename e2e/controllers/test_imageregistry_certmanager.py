@@ -85,7 +85,8 @@ def test_issuer_ref_gets_a_certificate_from_cert_manager_and_the_registry_serves
     cert_manager: CertManager,
     start_operator: Callable[..., OperatorProcess],
 ) -> None:
-    start_operator(controllers="caroot,imageregistry")
+    # Switching to a certificate from another CA waits this long with both CAs published (see README).
+    start_operator(controllers="caroot,imageregistry", env={"OPERATOR_TRUST_OVERLAP": "3s"})
     ca_cert = ca_issuer(api, namespace, "e2e-ca")
     volumes(namespace, "imageregistry-cm-pvc", access_modes=("ReadWriteMany",))
     # First an issuer that does not exist: cert-manager cannot issue, the registry waits for it.

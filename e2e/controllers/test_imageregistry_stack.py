@@ -16,23 +16,16 @@ real in test_authn_server.py; the ACL is covered by unit tests of the rendered c
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import http.client
-import json
 import os
-import secrets
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from e2e.api.kube import apply
 from e2e.controllers.imageregistry_support import (
@@ -41,6 +34,7 @@ from e2e.controllers.imageregistry_support import (
     wait_condition,
 )
 from e2e.support.operator import OPERATOR_NAMESPACE, OperatorProcess
+from e2e.support.tokens import https_get, mint_token
 from registry_operator import dockerauth
 from registry_operator.api import constants as c
 from registry_operator.controllers.imageregistry.context import TOKEN_DIR
@@ -49,58 +43,6 @@ from registry_operator.devenv import binaries
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.devenv.processes import ManagedProcess, free_port, wait_until
 from registry_operator.kube.client import Client
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _int_bytes(value: int) -> bytes:
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-
-def jwk_thumbprint(key: rsa.RSAPublicKey) -> str:
-    """RFC 7638 thumbprint of an RSA key: what docker_auth 1.14 (disable_legacy_key_id) and registry
-    v3 both use as the key id."""
-    numbers = key.public_numbers()
-    jwk = {"e": b64url(_int_bytes(numbers.e)), "kty": "RSA", "n": b64url(_int_bytes(numbers.n))}
-    return b64url(hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()).digest())
-
-
-def mint_token(key: rsa.RSAPrivateKey, *, issuer: str, audience: str, access: list[dict[str, Any]]) -> str:
-    """A registry token as docker_auth issues it (RS256, kid = thumbprint, no x5c)."""
-    header = {"typ": "JWT", "alg": "RS256", "kid": jwk_thumbprint(key.public_key())}
-    now = int(time.time())
-    claims = {
-        "iss": issuer,
-        "sub": "e2e",
-        "aud": audience,
-        "exp": now + 300,
-        "nbf": now - 10,
-        "iat": now,
-        "jti": secrets.token_hex(8),
-        "access": access,
-    }
-    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
-    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-    return f"{signing_input}.{b64url(signature)}"
-
-
-def https_get(
-    port: int, server_name: str, path: str, ca_pem: bytes, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """GET over TLS to 127.0.0.1:`port`, verifying the certificate for `server_name` against `ca_pem`."""
-    context = ssl.create_default_context(cadata=ca_pem.decode())
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=server_name) as tls,
-    ):
-        lines = [f"GET {path} HTTP/1.1", f"Host: {server_name}", "Connection: close"]
-        lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
-        tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        response = http.client.HTTPResponse(tls)
-        response.begin()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
 
 def parse_challenge(header: str) -> dict[str, str]:
@@ -149,7 +91,8 @@ def test_registry_serves_the_operators_tls_and_trusts_only_its_token_key(
     files = {
         "tls.crt": decoded(tls_secret, "tls.crt"),
         "tls.key": decoded(tls_secret, "tls.key"),
-        "token.crt": decoded(token_secret, "tls.crt"),
+        # What the pod mounts at the rootcertbundle path: the token key Secret's trust bundle.
+        "token.crt": decoded(token_secret, "bundle.crt"),
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)

@@ -35,11 +35,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from e2e.api.kube import apply
 from e2e.controllers.imageregistry_support import decoded, get_or_none, wait_condition
-from e2e.controllers.test_imageregistry_stack import mint_token
 from e2e.docker_auth.stack import ConnectProxy, _tcp_open
 from e2e.support.oci import write_image
 from e2e.support.operator import OPERATOR_NAMESPACE, OperatorProcess
 from e2e.support.s3 import MotoS3
+from e2e.support.tokens import mint_token
 from registry_operator import dockerauth
 from registry_operator.api import constants as c
 from registry_operator.controllers.imageregistry.garbagecollection import parse_report

@@ -135,6 +135,8 @@ class Stack:
             "tls.key": decoded(tls, "tls.key"),
             "token.crt": decoded(token, "tls.crt"),
             "token.key": decoded(token, "tls.key"),
+            # What the pod mounts at the registry's rootcertbundle path (during a rollover: two keys).
+            "token-bundle.crt": decoded(token, "bundle.crt"),
         }
         for file_name, data in files.items():
             path = self.workdir / file_name
@@ -154,7 +156,7 @@ class Stack:
         # registry: listen address, file paths, storage directory.
         registry_config["http"]["addr"] = f"127.0.0.1:{self.registry_port}"
         registry_config["http"]["tls"] = {"certificate": str(wd / "tls.crt"), "key": str(wd / "tls.key")}
-        registry_config["auth"]["token"]["rootcertbundle"] = str(wd / "token.crt")
+        registry_config["auth"]["token"]["rootcertbundle"] = str(wd / "token-bundle.crt")
         if "filesystem" in registry_config["storage"]:  # object storage (s3) is used as rendered
             registry_config["storage"]["filesystem"]["rootdirectory"] = str(wd / "data")
         (wd / "registry.yml").write_text(yaml.safe_dump(registry_config))

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from e2e.controllers.imageregistry_support import registry_manifest, wait_condit
 from e2e.docker_auth.stack import Stack, granted
 from e2e.support.oci import write_image
 from e2e.support.operator import OperatorProcess
-from registry_operator import passwords
+from registry_operator import passwords, pki
 from registry_operator.api import constants as c
 from registry_operator.controllers.resources import (
     CONFIGMAPS,
@@ -342,3 +343,78 @@ def test_namespace_repository_scope_matrix(
     finally:
         for tenant in tenants.values():
             cluster.kubectl("delete", "namespace", tenant, "--wait=false")
+
+
+def test_token_key_rollover_from_rsa_4096_with_the_real_docker_auth(
+    cluster: LocalCluster,
+    namespace: str,
+    api: Client,
+    volumes: Callable[..., str],
+    start_operator: Callable[..., OperatorProcess],
+    docker_auth_bin: Path,
+    tmp_path: Path,
+) -> None:
+    """A registry from before the RSA-2048 default: while the rollover trusts both keys, tokens the
+    real docker_auth signs with the old (RSA-4096) and with the new key both pull."""
+    legacy = pki.create_token_signing_pair("legacy token signing", datetime.now(UTC), key_size=4096)
+    api.create(
+        SECRETS,
+        {
+            "metadata": {
+                "name": f"imageregistry-{NAME}-auth-token",
+                "namespace": namespace,
+                "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE},
+            },
+            "type": c.SECRET_TYPE_TLS,
+            "data": {k: base64.b64encode(v).decode() for k, v in legacy.to_secret_data().items()},
+        },
+    )
+    start_operator(
+        controllers="caroot,imageregistry,imagesecret,imageregistryaccount",
+        env={"OPERATOR_TOKEN_KEY_RETIREMENT": "10m"},  # stays in Retiring while the case runs
+    )
+    volumes(namespace, f"imageregistry-{NAME}-pvc", access_modes=("ReadWriteMany",))
+    apply(cluster, namespace, registry_manifest(NAME))
+    registry = wait_condition(api, namespace, NAME, status="True", reason="Available")
+
+    def phase() -> str:
+        status = api.get(IMAGE_REGISTRIES, NAME, namespace).get("status") or {}
+        return str((status.get("tokenKey") or {}).get("phase"))
+
+    wait_until("the token key rollover to reach Retiring", lambda: phase() == c.ROLLOVER_RETIRING, 120)
+    ref = {"name": NAME}
+    for resource in (IMAGE_PUSH_SECRETS, IMAGE_PULL_SECRETS):
+        api.create(
+            resource, {"metadata": {"name": "app", "namespace": namespace}, "spec": {"registryRef": ref}}
+        )
+    push = wait_secret(api, namespace, "imagepushsecret-app")
+    pull = wait_secret(api, namespace, "imagepullsecret-app")
+    stack = Stack(
+        cluster, api, namespace, NAME, registry["status"]["hostname"], tmp_path / "stack", docker_auth_bin
+    )
+    stack.ca_pem = pull["ca.crt"]
+    stack.start()
+    try:
+        assert stack.token_key_size == 2048  # docker_auth signs with the new key
+        bundle = pki.bundle_certs((stack.workdir / "token-bundle.crt").read_bytes())
+        assert len(bundle) == 2  # the registry trusts the previous and the new key
+        client = Client_(stack, tmp_path / "client")
+        repo = f"{namespace}/app"
+        pushed = client.push(credentials(push), repo)
+        assert pushed.returncode == 0, pushed.stderr + stack.log("docker_auth")[-2000:]
+        new_pull = client.pull(credentials(pull), repo)
+        assert new_pull.returncode == 0, new_pull.stderr
+        # An old pod's docker_auth: the same config, signing with the RSA-4096 key.
+        (stack.workdir / "token.crt").write_bytes(legacy.cert_pem)
+        (stack.workdir / "token.key").write_bytes(legacy.key_pem)
+        stack.start_docker_auth()
+        old_pull = client.pull(credentials(pull), repo)
+        assert old_pull.returncode == 0, old_pull.stderr + stack.log("registry")[-2000:]
+        stranger = pki.create_token_signing_pair("stranger", datetime.now(UTC), key_size=2048)
+        (stack.workdir / "token.crt").write_bytes(stranger.cert_pem)
+        (stack.workdir / "token.key").write_bytes(stranger.key_pem)
+        stack.start_docker_auth()
+        assert client.pull(credentials(pull), repo).returncode != 0  # a key outside the bundle: refused
+    finally:
+        stack.stop()
+    print("case token key rollover RSA-4096 -> 2048: tokens of the real docker_auth with either key pull: ok")

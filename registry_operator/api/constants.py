@@ -49,6 +49,22 @@ ANNOTATION_GENERATION: Final = "registry.mgoltzsche.github.com/generation"
 ANNOTATION_EXTERNAL_NAME: Final = "registry.mgoltzsche.github.com/externalName"
 # On a registry pod template: hash of the mounted certificates and config, so a change rolls the pods.
 ANNOTATION_CONFIG_HASH: Final = "registry.mgoltzsche.github.com/config-hash"
+# Rollover state on the root CA Secret and on a registry's token key Secret (phase, since when, why).
+ANNOTATION_ROLLOVER_PHASE: Final = "registry.mgoltzsche.github.com/rollover-phase"
+ANNOTATION_ROLLOVER_SINCE: Final = "registry.mgoltzsche.github.com/rollover-since"
+ANNOTATION_ROLLOVER_REASON: Final = "registry.mgoltzsche.github.com/rollover-reason"
+# On the root CA Secret: the last value of ANNOTATION_ROTATE that started a rollover.
+ANNOTATION_ROTATE_HANDLED: Final = "registry.mgoltzsche.github.com/rotate-handled"
+# Extra keys of a Secret in rollover: the next key pair (not used yet), the previous certificate
+# (still trusted), and the token key Secret's trust bundle (the registry's rootcertbundle).
+SECRET_KEY_NEXT_CERT: Final = "next.crt"
+SECRET_KEY_NEXT_KEY: Final = "next.key"
+SECRET_KEY_PREVIOUS_CERT: Final = "previous.crt"
+SECRET_KEY_TRUST_BUNDLE: Final = "bundle.crt"
+ROLLOVER_STABLE: Final = "Stable"
+ROLLOVER_DISTRIBUTING: Final = "Distributing"
+ROLLOVER_RETIRING: Final = "Retiring"
+ROLLOVER_SWITCHING: Final = "Switching"
 # On a registry Service: the hostname external-dns should publish.
 ANNOTATION_EXTERNAL_DNS_HOSTNAME: Final = "external-dns.alpha.kubernetes.io/hostname"
 

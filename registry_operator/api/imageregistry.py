@@ -419,6 +419,56 @@ class GarbageCollectionStatus(ApiModel):
     """The last finished run."""
 
 
+Fingerprint = Annotated[str, Field(max_length=64, pattern=r"^[0-9a-f]{64}$")]
+TrustPhase = Literal["Stable", "Distributing", "Rolling"]
+TokenKeyPhase = Literal["Stable", "Distributing", "Switching", "Retiring"]
+
+
+class TrustedAuthority(ApiModel):
+    """One CA certificate in `status.caBundle`."""
+
+    fingerprint: Fingerprint
+    """SHA-256 of the certificate (DER), hex."""
+    subject: Annotated[str, Field(max_length=1024)] | None = None
+    since: Time | None = None
+    """When the operator first published it in the bundle."""
+
+
+class ServedCertificate(ApiModel):
+    """The serving certificate every registry pod was last seen serving (a completed rollout)."""
+
+    secret_name: Annotated[str, Field(max_length=253)]
+    fingerprint: Annotated[str, Field(max_length=64)]
+    """Fingerprint of the certificate chain (what the pod template's hash covers)."""
+    issuer: Fingerprint | None = None
+    """The CA certificate that signed it, when known."""
+    authorities: list[Fingerprint] = Field(default_factory=list, max_length=16)
+    """The CAs clients were given for it; they stay in the bundle while it is served."""
+    not_after: Time | None = None
+
+
+class TrustStatus(ApiModel):
+    """Where a change of the registry's serving CA stands (see the README, "CA rollover")."""
+
+    phase: TrustPhase = "Stable"
+    """`Distributing`: a new CA is in `caBundle`, the pods still serve the previous certificate until
+    the bundle is out; `Rolling`: the pods are being moved to the new certificate; `Stable`: the
+    bundle holds what the served certificate needs (plus what the root CA is rolling to)."""
+    message: Annotated[str, Field(max_length=1024)] | None = None
+    authorities: list[TrustedAuthority] = Field(default_factory=list, max_length=16)
+    served: ServedCertificate | None = None
+
+
+class TokenKeyStatus(ApiModel):
+    """Where a rollover of the token signing key stands."""
+
+    phase: TokenKeyPhase = "Stable"
+    """`Distributing`: every replica is told to trust the next key too; `Switching`: docker_auth moves
+    to the next key; `Retiring`: the previous key is still trusted until its tokens expired."""
+    since: Time | None = None
+    message: Annotated[str, Field(max_length=1024)] | None = None
+
+
 class ImageRegistryStatus(StatusBase):
     """Observed state of an ImageRegistry."""
 
@@ -434,6 +484,11 @@ class ImageRegistryStatus(StatusBase):
     """The password hash schemes every pod of the registry verifies, set once all of them run this
     operator's sidecar. Generated accounts use the fast `sha256-salted-v1` only when it is listed
     (until then bcrypt), so an upgrade never hands out a credential an older sidecar refuses."""
+    ca_bundle: Annotated[str, Field(max_length=65536)] | None = None
+    """PEM CA certificates clients must trust for this registry: the `ca.crt` of its push and pull
+    secrets and the node agent's files. During a CA change it holds the previous and the next CA."""
+    trust: TrustStatus | None = None
+    token_key: TokenKeyStatus | None = None
 
 
 class ImageRegistry(Resource):

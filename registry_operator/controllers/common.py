@@ -127,5 +127,15 @@ def decode_secret_data(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in data.items()}
 
 
+def parse_time(text: Any) -> datetime | None:
+    """An RFC 3339 time as the API writes it; None for anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def key_of(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"

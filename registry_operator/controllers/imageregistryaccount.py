@@ -26,8 +26,8 @@ from registry_operator.api import constants as c
 from registry_operator.api.duration import DurationError
 from registry_operator.api.imageregistryaccount import ImageRegistryAccountStatus
 from registry_operator.config import Settings
-from registry_operator.controllers.common import EventSink, Object, now_utc
-from registry_operator.controllers.imagesecret_desired import account_ttl, is_issued_account, parse_time
+from registry_operator.controllers.common import EventSink, Object, now_utc, parse_time
+from registry_operator.controllers.imagesecret_desired import account_ttl, is_issued_account
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.controllers.status import ConditionValue, read_status, update_status
 from registry_operator.kube import objects

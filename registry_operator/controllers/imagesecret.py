@@ -9,9 +9,10 @@ Reconcile flow (reads come from the informer caches, writes go to the API):
 2. Add the finalizer (PUT with the resourceVersion precondition) before any account exists.
 3. Resolve the registry (`spec.registryRef`, its namespace defaulting to the CR's; else the default
    registry from the settings). It is usable when the ImageRegistry exists, is Ready and its TLS
-   secret (`status.tlsSecretName`) exists; the CA is that secret's `ca.crt`. Otherwise `Ready=False`,
-   reason `RegistryUnavailable`, with a message naming what is missing. The ImageRegistry and its TLS
-   secret are watched, so the CR is reconciled again as soon as that changes.
+   secret (`status.tlsSecretName`) exists; the CA is its `status.caBundle` (else that secret's
+   `ca.crt`). Otherwise `Ready=False`, reason `RegistryUnavailable`, with a message naming what is
+   missing. The ImageRegistry and its TLS secret are watched, so the CR is reconciled again as soon
+   as that changes.
 4. Find the current credential: account `<mode>.<ns>.<name>.<status.rotation>` in the registry
    namespace and the Secret. When the cache lacks either (or the Secret's rotation annotation is not
    `status.rotation`), GET it from the API: a cache that has not yet seen our own last write must not
@@ -310,7 +311,10 @@ class ImageSecretReconciler:
             name=key.name,
             hostname=status.get("hostname")
             or registry_hostname(key.name, key.namespace, self.settings.dns_zone),
-            ca_cert=decode_secret_data(tls_secret).get(c.SECRET_KEY_CA_CERT, b""),
+            # The bundle the registry publishes (during a CA change: the previous and the next CA);
+            # a registry not reconciled by this operator version yet has only its TLS Secret's.
+            ca_cert=(status.get("caBundle") or "").encode()
+            or decode_secret_data(tls_secret).get(c.SECRET_KEY_CA_CERT, b""),
             fast_password_hash=HashScheme.SALTED_SHA256_V1.value in (status.get("passwordSchemes") or []),
         )
 

@@ -21,7 +21,13 @@ from registry_operator.api.names import (
     label_value,
 )
 from registry_operator.config import Settings
-from registry_operator.controllers.common import MANAGED_LABELS, controller_ref, key_of, secret_data
+from registry_operator.controllers.common import (
+    MANAGED_LABELS,
+    controller_ref,
+    key_of,
+    parse_time,
+    secret_data,
+)
 from registry_operator.controllers.resources import IMAGE_PULL_SECRETS, IMAGE_PUSH_SECRETS
 from registry_operator.dockerconfig import docker_config_for
 from registry_operator.kube import objects
@@ -191,15 +197,6 @@ def desired_account(
             },
         },
     }
-
-
-def parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def account_ttl(account: Mapping[str, Any]) -> timedelta | None:

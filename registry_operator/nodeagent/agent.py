@@ -2,8 +2,10 @@
 
 Inputs are what the operator publishes, read-only:
 * ImageRegistry objects (informer, all namespaces or `--namespace`, optional `--selector`):
-  `status.hostname`, `status.tlsSecretName` and the Ready condition;
-* the registry's TLS Secret, key `ca.crt` (a `get` by name: the agent never lists Secrets);
+  `status.hostname`, `status.caBundle` (the CAs to trust; during a CA rollover old + new),
+  `status.tlsSecretName` and the Ready condition;
+* for a registry without `status.caBundle` (an older operator): its TLS Secret, key `ca.crt` (a
+  `get` by name: the agent never lists Secrets);
 * in `--dns=hosts` mode the registry's Service (same name as the ImageRegistry), `spec.clusterIP`.
 
 The CA can change without the ImageRegistry changing (rotation of the root CA or of a cert-manager
@@ -88,8 +90,13 @@ class NodeAgent:
         if not host or not secret_name or (previous is None and not _is_ready(registry)):
             return previous
         namespace, name = objects.namespace(registry), objects.name(registry)
+        # The bundle the registry publishes: during a CA change it holds the previous and the next CA,
+        # so the node trusts the registry before and after its certificate changes.
+        published = str(status.get("caBundle") or "").encode()
         try:
-            ca = _ca_of(self._client.get(SECRETS, secret_name, namespace))
+            ca = published if b"-----BEGIN CERTIFICATE-----" in published else None
+            if ca is None:
+                ca = _ca_of(self._client.get(SECRETS, secret_name, namespace))
         except NotFound:
             ca = None
         except ApiError as error:

@@ -86,10 +86,10 @@ def test_a_valid_managed_ca_is_kept_until_its_renewal_time() -> None:
     [
         (secret(None, data=BROKEN), "tls.crt: no well-formed PEM block found"),
         (secret(server_cert()), "tls.crt is not a CA certificate"),
-        (secret(ca(NOW - timedelta(days=1500))), "renewal was due at"),
+        (secret(ca(NOW - timedelta(days=10), timedelta(days=5))), "it is not valid at"),
         (secret(ca(), type="Opaque"), "type is 'Opaque'"),
     ],
-    ids=["malformed", "not-a-ca", "renewal-due", "wrong-type"],
+    ids=["malformed", "not-a-ca", "expired", "wrong-type"],
 )
 def test_a_managed_secret_that_cannot_serve_is_replaced(obj: dict[str, Any], reason: str) -> None:
     assessment = assess_root_ca(obj, NOW)
@@ -221,7 +221,9 @@ def test_keeps_a_valid_ca_without_writing(harness: Harness) -> None:
     )
 
 
-def test_renews_at_the_renewal_time_with_a_conditional_update(harness: Harness) -> None:
+def test_at_the_renewal_time_a_rollover_distributes_the_next_ca_beside_the_current_one(
+    harness: Harness,
+) -> None:
     bundle = ca(NOW - timedelta(days=100))
     harness.store.upsert(secret(bundle, labels={**MANAGED, "extra": "kept"}))
     parsed = pki.parse_bundle(bundle)
@@ -232,8 +234,12 @@ def test_renews_at_the_renewal_time_with_a_conditional_update(harness: Harness) 
     assert verb == "update"
     assert obj["metadata"]["resourceVersion"] == "7"  # a concurrent change fails with Conflict
     assert obj["metadata"]["labels"] == {**MANAGED, "extra": "kept"}
-    assert written_ca(obj).cert != parsed.cert
-    assert [e[1] for e in harness.recorder.events] == ["RenewedRootCA"]
+    assert obj["metadata"]["annotations"][c.ANNOTATION_ROLLOVER_PHASE] == c.ROLLOVER_DISTRIBUTING
+    assert written_ca(obj).cert == parsed.cert  # still signing
+    trusted = pki.bundle_certs(base64.b64decode(obj["data"]["ca.crt"]))
+    following = pki.bundle_certs(base64.b64decode(obj["data"][c.SECRET_KEY_NEXT_CERT]))
+    assert trusted == [parsed.cert, *following] and len(following) == 1
+    assert [e[1] for e in harness.recorder.events] == ["RootCARollover"]
 
 
 def test_a_managed_secret_of_another_type_is_replaced_by_delete_and_create(harness: Harness) -> None:

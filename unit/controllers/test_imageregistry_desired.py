@@ -429,7 +429,8 @@ def test_only_docker_auth_gets_the_token_signing_key() -> None:
     sts = statefulset()
     volumes = {volume["name"]: volume for volume in sts["spec"]["template"]["spec"]["volumes"]}
     assert volumes["token-cert"]["secret"]["secretName"] == "imageregistry-registry-auth-token"
-    assert volumes["token-cert"]["secret"]["items"] == [{"key": "tls.crt", "path": "tls.crt"}]
+    # The registry trusts the bundle (previous + next during a rollover) at its rootcertbundle path.
+    assert volumes["token-cert"]["secret"]["items"] == [{"key": "bundle.crt", "path": "tls.crt"}]
     assert [item["key"] for item in volumes["token-key"]["secret"]["items"]] == ["tls.crt", "tls.key"]
     containers = _containers(sts)
     assert "token-cert" in _mounts(containers["registry"]) and "token-key" not in _mounts(

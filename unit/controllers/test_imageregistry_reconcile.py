@@ -414,11 +414,84 @@ def test_a_new_root_ca_reissues_the_server_certificate(ready_harness: Harness) -
     assert not isinstance(new_ca, pki.PkiError)
     put_root_ca(ready_harness, new_ca.bundle)
     ready_harness.reconcile()
-    assert ("apply", "Secret", "imageregistry-registry-selfsigned-tls") in ready_harness.api.writes()
+    assert ("update", "Secret", "imageregistry-registry-selfsigned-tls") in ready_harness.api.writes()
     new = secret_cert(ready_harness, "imageregistry-registry-selfsigned-tls")
     assert new.cert != old.cert
     assert pki.verify_signed_by(new.cert, new_ca.cert)
+    # A CA the clients were never given: published beside the served one, the pods wait for the overlap.
+    assert ("apply", "StatefulSet", "registry") not in ready_harness.api.writes()
+    trust = ready_harness.status()["trust"]
+    assert trust["phase"] == "Distributing"
+    published = pki.bundle_certs(ready_harness.status()["caBundle"].encode())
+    assert {pki.cert_fingerprint(cert) for cert in published} == {
+        pki.cert_fingerprint(new_ca.cert),
+        trust["served"]["authorities"][0],
+    }
+    ready_harness.now = NOW + ready_harness.reconciler._settings.trust_overlap + timedelta(seconds=1)
+    ready_harness.reconcile()
     assert ("apply", "StatefulSet", "registry") in ready_harness.api.writes()  # the pods roll
+    assert ready_harness.status()["trust"]["phase"] == "Rolling"
+    ready_harness.mark_statefulset_rolled_out()
+    ready_harness.reconcile()
+    assert ready_harness.status()["trust"]["phase"] == "Stable"
+    assert pki.bundle_certs(ready_harness.status()["caBundle"].encode()) == [new_ca.cert]  # old CA gone
+
+
+def test_token_key_rollover_from_rsa_4096_trusts_both_keys_before_switching(
+    settings: Settings, tmp_path: Path
+) -> None:
+    harness = Harness(settings)
+    old = pki.create_token_signing_pair("legacy", NOW, key_size=4096)
+    harness.api.put(
+        SECRETS,
+        {
+            "metadata": {
+                "name": "imageregistry-registry-auth-token",
+                "namespace": NAMESPACE,
+                "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE},
+            },
+            "type": c.SECRET_TYPE_TLS,
+            "data": tls_data(old),
+        },
+    )
+
+    def token_secret() -> dict[str, Any] | None:
+        return harness.get("secrets", "imageregistry-registry-auth-token")
+
+    def data(key: str) -> bytes:
+        secret = token_secret()
+        assert secret is not None
+        return base64.b64decode(secret["data"][key])
+
+    put_root_ca(harness, pki.create_ca(c.ROOT_CA_COMMON_NAME, NOW, key_size=KEY_SIZE))
+    harness.registry()
+    harness.reconcile()
+    assert harness.status()["tokenKey"]["phase"] == "Distributing"
+    assert data("tls.crt") == old.cert_pem  # docker_auth still signs with the old key
+    assert pki.bundle_certs(data("bundle.crt"))[0] == pki.bundle_certs(old.cert_pem)[0]
+    assert len(pki.bundle_certs(data("bundle.crt"))) == 2
+    next_cert = data("next.crt")
+    harness.reconcile()
+    assert data("tls.crt") == old.cert_pem  # not before every replica trusts both
+    harness.mark_statefulset_rolled_out()
+    harness.reconcile()
+    assert harness.status()["tokenKey"]["phase"] == "Switching"
+    assert data("tls.crt") == next_cert and data("previous.crt") == old.cert_pem
+    assert len(pki.bundle_certs(data("bundle.crt"))) == 2
+    assert ("apply", "StatefulSet", "registry") in harness.api.writes()  # docker_auth moves to the new key
+    harness.mark_statefulset_rolled_out()
+    harness.reconcile()
+    assert harness.status()["tokenKey"]["phase"] == "Retiring"
+    harness.now = NOW + settings.token_key_retirement - timedelta(seconds=5)
+    harness.reconcile()
+    assert len(pki.bundle_certs(data("bundle.crt"))) == 2  # tokens of the old key may still be alive
+    harness.now = NOW + settings.token_key_retirement + timedelta(seconds=5)
+    harness.reconcile()
+    assert harness.status()["tokenKey"]["phase"] == "Stable"
+    assert pki.bundle_certs(data("bundle.crt")) == pki.bundle_certs(next_cert)
+    assert "previous.crt" not in (token_secret() or {})["data"]
+    key = pki.parse_private_key_pem(data("tls.key"))
+    assert not isinstance(key, pki.PkiError) and getattr(key, "key_size", None) == KEY_SIZE
 
 
 def test_server_certificate_is_renewed_at_its_renewal_time(ready_harness: Harness) -> None:

@@ -13,10 +13,16 @@ from typing import Any
 import structlog
 
 from registry_operator.api import constants as c
-from registry_operator.api.imageregistry import GarbageCollectionStatus, ImageRegistryStatus
+from registry_operator.api.imageregistry import (
+    GarbageCollectionStatus,
+    ImageRegistryStatus,
+    TokenKeyStatus,
+    TrustStatus,
+)
 from registry_operator.controllers import tenancy
 from registry_operator.controllers.common import Object
 from registry_operator.controllers.imageregistry.base import RegistryPart
+from registry_operator.controllers.imageregistry.keys import TokenKey
 from registry_operator.controllers.resources import IMAGE_REGISTRIES
 from registry_operator.controllers.status import (
     ConditionValue,
@@ -32,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 # What this operator's authn sidecar verifies (passwords.verify_password).
 SIDECAR_PASSWORD_SCHEMES = (HashScheme.BCRYPT, HashScheme.SALTED_SHA256_V1)
+TOKEN_KEY_PHASES = frozenset(
+    {c.ROLLOVER_STABLE, c.ROLLOVER_DISTRIBUTING, c.ROLLOVER_SWITCHING, c.ROLLOVER_RETIRING}
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,9 @@ class Readiness(RegistryPart):
         deferred: str | None = None,
         now: datetime,
         garbage_collection: GarbageCollectionStatus | None = None,
+        trust: TrustStatus | None = None,
+        ca_bundle: bytes | None = None,
+        token: TokenKey | None = None,
     ) -> None:
         if problems:
             message = "; ".join(problem.message for problem in problems)
@@ -112,6 +124,16 @@ class Readiness(RegistryPart):
             status.password_schemes = [scheme.value for scheme in SIDECAR_PASSWORD_SCHEMES]
         if garbage_collection is not None:
             status.garbage_collection = garbage_collection
+        if trust is not None:
+            # Only a reconcile that got this far knows them; a failing one keeps what was published.
+            status.trust = trust
+            status.ca_bundle = ca_bundle.decode("ascii") if ca_bundle else None
+        if token is not None:
+            status.token_key = TokenKeyStatus(
+                phase=token.phase if token.phase in TOKEN_KEY_PHASES else "Stable",  # type: ignore[arg-type]
+                since=token.since,
+                message=token.reason if token.phase != c.ROLLOVER_STABLE else None,
+            )
         update_status(self._client, IMAGE_REGISTRIES, obj, status, now, ready, synced)
         if not changed:
             return

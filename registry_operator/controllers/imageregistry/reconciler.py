@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from registry_operator import dockerauth, pki
 from registry_operator.api import constants as c
 from registry_operator.api import names
-from registry_operator.api.imageregistry import ImageRegistry
+from registry_operator.api.imageregistry import ImageRegistry, ImageRegistryStatus, TrustStatus
 from registry_operator.config import Settings
 from registry_operator.controllers.common import MANAGED_LABEL_SELECTOR, Object, key_of, now_utc
 from registry_operator.controllers.imageregistry.base import (
@@ -29,15 +29,19 @@ from registry_operator.controllers.imageregistry.config import RegistryConfig
 from registry_operator.controllers.imageregistry.context import RegistryContext
 from registry_operator.controllers.imageregistry.garbagecollection import LABEL_GC, GarbageCollector
 from registry_operator.controllers.imageregistry.garbagecollection import Plan as GarbageCollectionPlan
-from registry_operator.controllers.imageregistry.keys import GeneratedSecrets
+from registry_operator.controllers.imageregistry.keys import GeneratedSecrets, TlsMaterial, TokenKey
 from registry_operator.controllers.imageregistry.readiness import Readiness
-from registry_operator.controllers.imageregistry.rollout import DEFERRED_ROLLOUT_RECHECK_SECONDS, Rollouts
+from registry_operator.controllers.imageregistry.rollout import (
+    DEFERRED_ROLLOUT_RECHECK_SECONDS,
+    Rollouts,
+    is_settled,
+)
 from registry_operator.controllers.imageregistry.storage import (
     STORAGE_SECRET_INDEX,
     credentials_fingerprint,
     index_storage_secret,
 )
-from registry_operator.controllers.imageregistry.tls import ServingTls, certs_of
+from registry_operator.controllers.imageregistry.tls import ServingTls
 from registry_operator.controllers.imageregistry.workload import (
     Workload,
     desired_role,
@@ -60,7 +64,8 @@ from registry_operator.controllers.resources import (
     SERVICES,
     STATEFULSETS,
 )
-from registry_operator.controllers.status import Problem, requeue_seconds
+from registry_operator.controllers.status import Problem, read_status, requeue_seconds
+from registry_operator.controllers.trust import CurrentTls, TrustPlan, plan_trust
 from registry_operator.kube import objects
 from registry_operator.kube.client import Client
 from registry_operator.kube.controller import (
@@ -90,6 +95,8 @@ ROOT_CA_INDEX: Final = "imageregistry-uses-root-ca"
 ROOT_CA_INDEX_VALUE: Final = "root-ca"
 # Past a renewal instant, so a timer that fires a little early does not just requeue again.
 RENEWAL_MARGIN: Final = timedelta(seconds=2)
+# While the pods wait for a new CA to be out, look again this often (derived Secrets are not watched).
+TRUST_RECHECK: Final = timedelta(seconds=5)
 
 T = TypeVar("T")
 __all__ = ["PERSISTENT_ERROR_RECHECK", "ImageRegistryReconciler", "RegistryStores", "setup"]
@@ -104,6 +111,11 @@ class Outcome:
     renewals: list[datetime] = field(default_factory=list)
     deferred: str | None = None  # why the pods wait for other registries' rollouts
     garbage_collection: GarbageCollectionPlan | None = None
+    trust: TrustStatus | None = None
+    ca_bundle: bytes | None = None
+    token: TokenKey | None = None
+    held: bool = False  # the pods stay on the served certificate until the new CA is out
+    trust_was_changing: bool = False  # a held TLS switch may just have been let through
 
     def attempt(self, step: Callable[[], T]) -> T | None:
         """Run `step`; a Problem is recorded (and None returned), anything else propagates."""
@@ -185,7 +197,7 @@ class ImageRegistryReconciler(RegistryPart):
         )
         spec_changed = (obj.get("status") or {}).get("observedGeneration") != ctx.generation
         try:
-            outcome = self._sync(ctx, now, spec_changed=spec_changed, gc_plan=gc_plan)
+            outcome = self._sync(ctx, now, spec_changed=spec_changed, gc_plan=gc_plan, obj=obj)
         except Conflict:
             raise  # a stale cache: retry with fresh data; nothing to tell the user
         except ApiError as error:
@@ -196,14 +208,21 @@ class ImageRegistryReconciler(RegistryPart):
             except ApiError as status_error:
                 log.warning("writing the failure status failed", error=str(status_error))
             raise
-        if spec_changed and not outcome.problems and outcome.statefulset is not None:
+        settling = spec_changed or outcome.trust_was_changing
+        if settling and not outcome.problems and outcome.statefulset is not None and not outcome.held:
             # Only once the pods are told to use the new TLS source, and once per spec change.
             outcome.attempt(lambda: self._tls.remove_unused(ctx))
         self._report(obj, hostname, ctx.tls_secret_name, outcome, ctx.spec.replicas)
         return self._requeue(outcome, now)
 
     def _sync(
-        self, ctx: RegistryContext, now: datetime, *, spec_changed: bool, gc_plan: GarbageCollectionPlan
+        self,
+        ctx: RegistryContext,
+        now: datetime,
+        *,
+        spec_changed: bool,
+        gc_plan: GarbageCollectionPlan,
+        obj: Object,
     ) -> Outcome:
         outcome = Outcome(garbage_collection=gc_plan)
         if gc_plan.problem is not None:
@@ -224,9 +243,12 @@ class ImageRegistryReconciler(RegistryPart):
             outcome.attempt(functools.partial(self._ensure_cached, resource, desired, store))
         outcome.attempt(lambda: self._workload.ensure_pvc(ctx))
         outcome.attempt(lambda: self._rollouts.ensure_pdb(ctx))
-        for material in (tls, token):
-            if material is not None and material.renewal_at is not None:
-                outcome.renewals.append(material.renewal_at)
+        if tls is not None and tls.renewal_at is not None:
+            outcome.renewals.append(tls.renewal_at)
+        if token is not None:
+            outcome.renewals.append(token.material.renewal_at or now)
+            if token.phase == c.ROLLOVER_RETIRING and token.since is not None:
+                outcome.renewals.append(token.since + self._settings.token_key_retirement)
 
         current_sts = self._stores.statefulsets.get_by_name(
             ctx.namespace, names.registry_statefulset_name(ctx.name)
@@ -237,22 +259,56 @@ class ImageRegistryReconciler(RegistryPart):
             # A garbage collection run waiting for read-only pods times out rather than waits forever.
             self._gc.advance(ctx, gc_plan, statefulset=current_sts, desired_statefulset=None, now=now)
             return outcome
-        config_hash = dockerauth.config_hash(
-            *configs,
-            tls.secret_name,
-            pki.certs_fingerprint(certs_of(tls.parsed)),
-            pki.certs_fingerprint(token.parsed.chain),
-            http_secret,
-            storage_credentials,
-        )
-        desired = desired_statefulset(
-            ctx,
-            image_registry=self._settings.image_registry,
-            image_auth=self._settings.image_auth,
-            image_operator=self._settings.image_authn,
-            tls_secret_name=tls.secret_name,
-            config_hash=config_hash,
-        )
+        current_tls = self._current_tls(ctx, tls)
+        previous = read_status(ImageRegistryStatus, obj)
+        outcome.trust_was_changing = previous.trust is not None and previous.trust.phase != "Stable"
+
+        def desired_for(trust_plan: TrustPlan, token_key: TokenKey) -> Object:
+            served = trust_plan.hold
+            secret_name = served.secret_name if served is not None else tls.secret_name
+            tls_fingerprint = served.fingerprint if served is not None else current_tls.fingerprint
+            config_hash = dockerauth.config_hash(
+                *configs,
+                secret_name,
+                tls_fingerprint,
+                pki.certs_fingerprint(token_key.material.parsed.chain),
+                pki.certs_fingerprint(token_key.bundle),
+                http_secret,
+                storage_credentials,
+            )
+            return desired_statefulset(
+                ctx,
+                image_registry=self._settings.image_registry,
+                image_auth=self._settings.image_auth,
+                image_operator=self._settings.image_authn,
+                tls_secret_name=secret_name,
+                config_hash=config_hash,
+            )
+
+        def plan(settled: bool) -> TrustPlan:
+            return plan_trust(
+                previous.trust,
+                (previous.ca_bundle or "").encode(),
+                current_tls,
+                now,
+                overlap=self._settings.trust_overlap,
+                settled=settled,
+                served_secret_exists=self._secret_exists(ctx, previous.trust),
+                derived_secrets=self._stores.managed_secrets.list(copy=False),
+                hostname=ctx.hostname,
+            )
+
+        # Whether every replica runs what this reconcile would apply: only then may a rollover advance.
+        trust_plan = plan(False)
+        desired = desired_for(trust_plan, token)
+        settled = is_settled(current_sts, desired, ctx.spec.replicas)
+        if settled:
+            trust_plan = plan(True)
+            advanced = outcome.attempt(lambda: self._generated.token_key(ctx, now, settled=True))
+            if advanced is not None:
+                token = advanced
+            desired = desired_for(trust_plan, token)
+        outcome.trust, outcome.ca_bundle, outcome.token = trust_plan.status, trust_plan.bundle, token
         rolled = outcome.attempt(
             lambda: self._rollouts.roll(ctx, current_sts, desired, spec_changed=spec_changed)
         )
@@ -261,7 +317,31 @@ class ImageRegistryReconciler(RegistryPart):
         if outcome.statefulset is None:
             outcome.statefulset = current_sts
         self._gc.advance(ctx, gc_plan, statefulset=outcome.statefulset, desired_statefulset=desired, now=now)
+        if trust_plan.hold is not None:
+            outcome.held = True
+            outcome.renewals.append(now + TRUST_RECHECK)
         return outcome
+
+    def _current_tls(self, ctx: RegistryContext, tls: TlsMaterial) -> CurrentTls:
+        authorities = list(tls.parsed.ca_certs)
+        if not authorities and len(tls.parsed.chain) > 1:
+            authorities = [tls.parsed.chain[-1]]
+        return CurrentTls(
+            secret_name=tls.secret_name,
+            # The chain only: the pods do not mount ca.crt, so a new trust bundle alone rolls nothing.
+            fingerprint=pki.certs_fingerprint(tls.parsed.chain),
+            leaf=tls.parsed.cert,
+            authorities=tuple(pki.unique_certs(authorities)),
+        )
+
+    def _secret_exists(self, ctx: RegistryContext, trust: TrustStatus | None) -> bool:
+        if trust is None or trust.served is None:
+            return False
+        name = trust.served.secret_name
+        return (
+            self._stores.referenced_secrets.get_by_name(ctx.namespace, name, copy=False) is not None
+            or self._stores.managed_secrets.get_by_name(ctx.namespace, name, copy=False) is not None
+        )
 
     def _requeue(self, outcome: Outcome, now: datetime) -> Result | None:
         delays = [
@@ -289,6 +369,9 @@ class ImageRegistryReconciler(RegistryPart):
             replicas=replicas,
             now=self._now(),
             garbage_collection=outcome.garbage_collection.status if outcome.garbage_collection else None,
+            trust=outcome.trust,
+            ca_bundle=outcome.ca_bundle,
+            token=outcome.token,
         )
 
 

@@ -48,6 +48,15 @@ def is_rolling(statefulset: Mapping[str, Any]) -> bool:
     return int(status.get("updatedReplicas") or 0) < replicas
 
 
+def is_settled(current: Mapping[str, Any] | None, desired: Mapping[str, Any], replicas: int) -> bool:
+    """Whether every replica runs `desired`'s pod template, updated and ready (a complete rollout)."""
+    if current is None or would_roll(current, desired) or is_rolling(current):
+        return False
+    status = current.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    return ready >= replicas and int(status.get("replicas") or 0) == replicas
+
+
 def would_roll(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
     """Whether applying `desired` replaces the pods (a changed pod template)."""
     if current is None:

@@ -46,10 +46,6 @@ CERT_MANAGER_HINT: Final = (
 REASON_ISSUED_CERTIFICATE: Final = "IssuedCertificate"
 
 
-def certs_of(parsed: pki.ParsedBundle) -> list[Any]:
-    return [*parsed.chain, *parsed.ca_certs]
-
-
 def server_dns_names(name: str, namespace: str, dns_zone: str) -> list[str]:
     """SANs of the serving certificate (the original's order; the first one is the CN)."""
     dns = [f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}.svc"]
@@ -189,29 +185,37 @@ class ServingTls(RegistryPart):
         root: pki.ParsedBundle = parsed_root
         dns_names = server_dns_names(ctx.name, ctx.namespace, self._settings.dns_zone)
         root_cert = root.cert
+        # The root's trust bundle: during a root CA rollover the current and the next (or previous) CA.
+        trusted = pki.pem_bundle(root.ca_certs or [root_cert])
+
+        def cert_problem(parsed: pki.ParsedBundle) -> str | None:
+            return pki.server_cert_problem(parsed, dns_names, root_cert, now)
 
         def problem_of(secret: Object) -> str | None:
             parsed = pki.parse_tls_secret_data(secret.get("data"), require_ca=False)
             if isinstance(parsed, pki.PkiError):
                 return str(parsed)
-            return pki.server_cert_problem(parsed, dns_names, root_cert, now)
+            if parsed.bundle.ca_pem != trusted:
+                return cert_problem(parsed) or "the root CA's trust bundle changed"
+            return cert_problem(parsed)
 
         def issue() -> dict[str, bytes]:
+            existing = self._stores.managed_secrets.get_by_name(ctx.namespace, ctx.tls_secret_name)
+            kept = pki.parse_tls_secret_data((existing or {}).get("data"), require_ca=False)
+            if not isinstance(kept, pki.PkiError) and cert_problem(kept) is None:
+                # Only the trust bundle changed: the certificate stays, the pods keep serving it.
+                return {"tls.crt": kept.bundle.cert_pem, "tls.key": kept.bundle.key_pem, "ca.crt": trusted}
             bundle = pki.create_server_cert(root, dns_names, now, key_size=self._server_key_size)
             # An intermediate CA must be sent along for clients that only trust the root.
             intermediate = b"" if root_cert.issuer == root_cert.subject else pki.cert_pem(root_cert)
-            return {
-                "tls.crt": bundle.cert_pem + intermediate,
-                "tls.key": bundle.key_pem,
-                "ca.crt": root.bundle.ca_pem or pki.cert_pem(root_cert),
-            }
+            return {"tls.crt": bundle.cert_pem + intermediate, "tls.key": bundle.key_pem, "ca.crt": trusted}
 
         secret_name = ctx.tls_secret_name
         secret, replaced = self._generated.secret(ctx, secret_name, c.SECRET_TYPE_TLS, problem_of, issue)
         parsed = pki.parse_tls_secret_data(secret.get("data"), require_ca=False)
         assert not isinstance(parsed, pki.PkiError)  # just validated or generated
         renewal_at = pki.renewal_time(parsed.cert)
-        if replaced is not None:
+        if replaced is not None and replaced != "the root CA's trust bundle changed":
             self._event(
                 secret,
                 "Normal",

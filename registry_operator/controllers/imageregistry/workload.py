@@ -313,8 +313,17 @@ def desired_statefulset(
         "volumes": [
             *storage_volumes(ctx),
             _secret_volume("tls", tls_secret_name, ["tls.crt", "tls.key"]),
-            # The registry only needs the certificate; the signing key goes to docker_auth alone.
-            _secret_volume("token-cert", token_secret, ["tls.crt"]),
+            # The registry only needs the certificates it trusts (`bundle.crt`: during a token key
+            # rollover the previous and the next one) at its rootcertbundle path; the signing key goes
+            # to docker_auth alone.
+            {
+                "name": "token-cert",
+                "secret": {
+                    "secretName": token_secret,
+                    "items": [{"key": c.SECRET_KEY_TRUST_BUNDLE, "path": "tls.crt"}],
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            },
             _secret_volume("token-key", token_secret, ["tls.crt", "tls.key"]),
             {
                 "name": "registry-config",
