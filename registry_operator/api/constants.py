@@ -53,6 +53,8 @@ ANNOTATION_CONFIG_HASH: Final = "registry.mgoltzsche.github.com/config-hash"
 ANNOTATION_ROLLOVER_PHASE: Final = "registry.mgoltzsche.github.com/rollover-phase"
 ANNOTATION_ROLLOVER_SINCE: Final = "registry.mgoltzsche.github.com/rollover-since"
 ANNOTATION_ROLLOVER_REASON: Final = "registry.mgoltzsche.github.com/rollover-reason"
+# On the root CA Secret: what a rollover in progress waits for (which registry or Secret, until when).
+ANNOTATION_ROLLOVER_WAITING: Final = "registry.mgoltzsche.github.com/rollover-waiting"
 # On the root CA Secret: the last value of ANNOTATION_ROTATE that started a rollover.
 ANNOTATION_ROTATE_HANDLED: Final = "registry.mgoltzsche.github.com/rotate-handled"
 # Extra keys of a Secret in rollover: the next key pair (not used yet), the previous certificate

@@ -18,7 +18,8 @@ Secret in scope) and requeues itself at the CA's renewal time. The imageregistry
 same Secret and re-issues the registries' certificates when the CA changes.
 
 Rollover with overlap (managed CA, `plan_rollover`, pure). `tls.crt`/`tls.key` is the CA that signs,
-`ca.crt` the bundle clients trust; annotations `rollover-phase`/`-since`/`-reason` say where it stands:
+`ca.crt` the bundle clients trust; annotations `rollover-phase`/`-since`/`-reason` say where it stands
+(and `rollover-waiting` what it waits for):
 * `Stable` → `Distributing` when renewal is due, the NameConstraints differ from the wanted ones
   (the DNS zone, the cluster's service names, `OPERATOR_CA_PERMITTED_DNS`; a CA without them is
   rolled over too) or a new value of the `registry.mgoltzsche.github.com/rotate` annotation appears:
@@ -435,14 +436,22 @@ class CARootReconciler:
             new_ca=lambda: self._new_ca(now),
         )
         where = f"{self._namespace}/{c.ROOT_CA_SECRET_NAME}"
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
         if step.data is None:
-            if step.message:
+            if step.message and annotations.get(c.ANNOTATION_ROLLOVER_WAITING) != step.message:
+                # Visible where the phase is (kubectl describe secret), written only when it changes.
                 log.info(f"root CA rollover waits: {step.message}", secret=where)
+                waiting = {
+                    **secret["metadata"],
+                    "annotations": {**annotations, c.ANNOTATION_ROLLOVER_WAITING: step.message},
+                }
+                self._client.update(SECRETS, {**secret, "metadata": waiting})
             # Also at the signing CA's expiry: an expired CA is replaced, whatever the rollover waits for.
             recheck_at = min(step.recheck_at or now + ROLLOVER_RECHECK, parsed.cert.not_valid_after_utc)
             return self._requeue_at(recheck_at, now)
         body = dict(secret)
-        body["metadata"] = {**secret["metadata"], "annotations": step.annotations}
+        finished = {k: v for k, v in step.annotations.items() if k != c.ANNOTATION_ROLLOVER_WAITING}
+        body["metadata"] = {**secret["metadata"], "annotations": finished}
         body["data"] = secret_data(step.data)
         written = self._client.update(SECRETS, body)
         if step.message:

@@ -241,6 +241,21 @@ def test_at_the_renewal_time_a_rollover_distributes_the_next_ca_beside_the_curre
     assert trusted == [parsed.cert, *following] and len(following) == 1
     assert [e[1] for e in harness.recorder.events] == ["RootCARollover"]
 
+    # Waiting for the overlap: said once on the Secret, not on every look.
+    harness.store.upsert({**obj, "metadata": {**obj["metadata"], "resourceVersion": "8"}})
+    harness.api.calls.clear()
+    harness.now += timedelta(minutes=1)
+    harness.reconcile()
+    [(verb, waiting)] = harness.api.calls
+    assert (
+        verb == "update"
+        and "OPERATOR_TRUST_OVERLAP" in waiting["metadata"]["annotations"][c.ANNOTATION_ROLLOVER_WAITING]
+    )
+    harness.store.upsert(waiting)
+    harness.api.calls.clear()
+    harness.reconcile()
+    assert harness.api.calls == []
+
 
 def test_a_managed_secret_of_another_type_is_replaced_by_delete_and_create(harness: Harness) -> None:
     harness.store.upsert(secret(ca(), type="Opaque"))
