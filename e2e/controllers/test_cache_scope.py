@@ -99,8 +99,9 @@ class InProcessOperator:
             {
                 "POD_NAMESPACE": OPERATOR_NAMESPACE,
                 "WATCH_NAMESPACE": "",
-                "OPERATOR_BCRYPT_COST": "4",
                 "OPERATOR_LEADER_ELECTION": "false",
+                # A user TLS Secret renewed from another CA waits this long for the CA to be out.
+                "OPERATOR_TRUST_OVERLAP": "2s",
                 "OPERATOR_METRICS_BIND_ADDRESS": f"127.0.0.1:{free_port()}",
                 "OPERATOR_HEALTH_PROBE_BIND_ADDRESS": f"127.0.0.1:{free_port()}",
             },
@@ -259,7 +260,7 @@ def test_caches_hold_only_what_reconcilers_read_and_referenced_secrets_still_tri
         wait_for(
             lambda: secret_values(api, namespace, "imagepullsecret-puller")["ca.crt"] == new_ca,
             60,
-            "the pull secret to carry the new CA",
+            "the pull secret to carry only the new CA (the trust overlap is over)",
         )
         docker = api.get(SECRETS, "user-docker", namespace)
         docker["data"][".dockerconfigjson"] = base64.b64encode(
