@@ -51,6 +51,7 @@ class FakeApi:
         self.kinds: dict[str, Resource] = {}
         self.calls: list[tuple[str, str, str]] = []
         self.failures: dict[tuple[str, str], ApiError] = {}
+        self.apply_preconditions: list[tuple[str, str, str | None]] = []  # (kind, name, resourceVersion)
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
 
@@ -96,6 +97,7 @@ class FakeApi:
     def apply(self, resource: Resource, obj: dict[str, Any], **_: Any) -> dict[str, Any]:
         metadata = obj["metadata"]
         self._record("apply", resource, metadata["name"])
+        self.apply_preconditions.append((resource.kind, metadata["name"], metadata.get("resourceVersion")))
         existing = self.objects.get(self._key(resource, metadata.get("namespace"), metadata["name"]))
         merged = copy.deepcopy(existing) if existing else {}
         for key, value in obj.items():
@@ -588,6 +590,18 @@ def test_missing_root_ca_waits_for_the_caroot_controller(harness: Harness) -> No
     assert (ready["status"], ready["reason"]) == ("False", "Pending")
     assert "root CA Secret registry-operator/image-registry-root-ca" in ready["message"]
     assert harness.get("statefulsets", "registry") is None
+
+
+def test_an_acl_change_is_applied_under_the_cached_resource_version(ready_harness: Harness) -> None:
+    """A writer with an older cache of the spec (a deposed leader) cannot put an older ACL back."""
+    cached = ready_harness.get("configmaps", "imageregistry-registry-auth-config")
+    assert cached is not None
+    acl = [{"match": {"account": "/.+/"}, "actions": ["pull"]}]
+    ready_harness.edit_registry(lambda spec: spec.update(auth={"acl": acl}))
+    ready_harness.api.apply_preconditions.clear()
+    ready_harness.reconcile()
+    applied = [rv for kind, name, rv in ready_harness.api.apply_preconditions if kind == "ConfigMap"]
+    assert applied == [cached["metadata"]["resourceVersion"]]
 
 
 def test_invalid_acl_is_an_invalid_spec_and_keeps_the_running_config(ready_harness: Harness) -> None:

@@ -78,9 +78,12 @@ class RegistryPart:
         self._settings = settings
         self._recorder = recorder
 
-    def _ensure_cached(self, resource: Resource, desired: Object, store: Store) -> Object:
+    def _ensure_cached(
+        self, resource: Resource, desired: Object, store: Store, *, conditional: bool = False
+    ) -> Object:
         metadata = desired["metadata"]
-        return self._apply(resource, desired, store.get_by_name(metadata["namespace"], metadata["name"]))
+        current = store.get_by_name(metadata["namespace"], metadata["name"])
+        return self._apply(resource, desired, current, conditional=conditional)
 
     def _apply(
         self,

@@ -124,5 +124,7 @@ class RegistryConfig(RegistryPart):
                 "the registry keeps its previous configuration",
             ) from error
         desired = desired_config_map(ctx, registry_config, auth_config)
-        self._ensure_cached(CONFIGMAPS, desired, self._stores.config_maps)
+        # Conditional: a writer with an older cache of the spec (a deposed leader) must not put an
+        # older ACL back.
+        self._ensure_cached(CONFIGMAPS, desired, self._stores.config_maps, conditional=True)
         return registry_config, auth_config
