@@ -52,9 +52,11 @@ def test_200_pull_secrets_created_at_once_all_become_ready(
 
     assert result.accounts == COUNT  # exactly one credential per secret
     assert result.steady_state_writes == 0
-    # At least the five writes each; a conflict from a stale cache would be a sixth: on average at most 5.
+    # At least the five writes each, and no more that succeed. A write refused with 409 (a stale cache
+    # under optimistic concurrency, retried with fresh data) is the only extra, and a rare one.
     assert result.writes >= WRITES_PER_SECRET * COUNT
-    assert result.writes_per_secret <= WRITES_PER_SECRET
+    assert result.writes - result.conflicted_writes <= WRITES_PER_SECRET * COUNT
+    assert result.conflicted_writes <= COUNT * 0.02
     assert result.event_writes == COUNT  # one Rotated Event per secret
     assert result.requests_per_secret <= WRITES_PER_SECRET + 2
     assert result.all_ready_seconds < 60

@@ -103,6 +103,8 @@ class BenchResult:
     accounts: int
     steady_state_seconds: float
     steady_state_writes: float
+    # Writes the API server refused with 409 (an optimistic-concurrency retry from a stale cache).
+    conflicted_writes: float = 0.0
     operator_cpu_seconds: float | None = None
     operator_cpu_ms_per_secret: float | None = None
     operator_peak_rss_mib: float | None = None
@@ -135,14 +137,14 @@ def process_memory_mib(pid: int, field: str = "VmHWM") -> float:
     return float("nan")
 
 
-def requests_by_method(metrics_url: str) -> dict[str, float]:
-    """The operator's rest_client_requests_total, summed per HTTP method."""
+def requests_by_method(metrics_url: str, *, code: str | None = None) -> dict[str, float]:
+    """The operator's rest_client_requests_total, summed per HTTP method (only `code` if given)."""
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         text = response.read().decode()
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "rest_client_requests_total":
+            if sample.name == "rest_client_requests_total" and code in (None, sample.labels.get("code")):
                 method = sample.labels.get("method", "?")
                 totals[method] = totals.get(method, 0.0) + sample.value
     return totals
@@ -226,6 +228,7 @@ def run(
     make_usable_registry(client, namespace)
     time.sleep(0.5)  # let the operator's caches see the registry before the clock starts
     before = requests_by_method(metrics_url)
+    conflicts_before = requests_by_method(metrics_url, code="409")
     cpu_before = process_cpu_seconds(operator_pid) if operator_pid else None
 
     started = time.monotonic()
@@ -237,6 +240,10 @@ def run(
     # Let the last status writes' follow-up passes finish before reading the counters.
     time.sleep(1.0)
     after = requests_by_method(metrics_url)
+    conflicts_after = requests_by_method(metrics_url, code="409")
+    conflicted = sum(
+        conflicts_after.get(method, 0.0) - conflicts_before.get(method, 0.0) for method in WRITE_METHODS
+    )
     by_method = {method: after.get(method, 0.0) - before.get(method, 0.0) for method in sorted(after)}
     by_method = {method: value for method, value in by_method.items() if value}
     requests = sum(by_method.values())
@@ -265,6 +272,7 @@ def run(
         accounts=accounts,
         steady_state_seconds=steady_seconds,
         steady_state_writes=steady_writes,
+        conflicted_writes=conflicted,
         operator_cpu_seconds=round(cpu, 2) if cpu is not None else None,
         operator_cpu_ms_per_secret=round(cpu * 1000 / count, 1) if cpu is not None else None,
         operator_peak_rss_mib=round(process_memory_mib(operator_pid), 1) if operator_pid else None,
@@ -340,7 +348,7 @@ def report(result: BenchResult) -> str:
             f"operator API requests: {int(result.requests)} ({methods}) "
             f"= {result.requests_per_secret} per secret",
             f"writes: {int(result.writes)} = {result.writes_per_secret} per secret "
-            f"(of which {int(result.event_writes)} Events)",
+            f"(of which {int(result.event_writes)} Events, {int(result.conflicted_writes)} refused with 409)",
             f"accounts issued: {result.accounts} (one per secret expected)",
             f"writes during {result.steady_state_seconds:.0f}s of steady state: "
             f"{int(result.steady_state_writes)}",
