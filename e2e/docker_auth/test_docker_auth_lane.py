@@ -60,6 +60,18 @@ def wait_secret(api: Client, namespace: str, name: str, timeout: float = 60) -> 
     return secret_data(api, namespace, name)
 
 
+def app_secrets(api: Client, namespace: str, registry: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """An ImagePushSecret and an ImagePullSecret `app` for `registry`; their Secrets once written."""
+    ref = {"name": registry}
+    for resource in (IMAGE_PUSH_SECRETS, IMAGE_PULL_SECRETS):
+        api.create(
+            resource, {"metadata": {"name": "app", "namespace": namespace}, "spec": {"registryRef": ref}}
+        )
+    return wait_secret(api, namespace, "imagepushsecret-app"), wait_secret(
+        api, namespace, "imagepullsecret-app"
+    )
+
+
 def credentials(data: dict[str, bytes]) -> tuple[str, str]:
     config = json.loads(data.get(".dockerconfigjson") or data["config.json"])
     (entry,) = config["auths"].values()
@@ -124,17 +136,7 @@ def lane(
     volumes(namespace, f"imageregistry-{NAME}-pvc", access_modes=("ReadWriteMany",))
     apply(cluster, namespace, registry_manifest(NAME))
     registry = wait_condition(api, namespace, NAME, status="True", reason="Available")
-    ref = {"name": NAME}
-    api.create(
-        IMAGE_PUSH_SECRETS,
-        {"metadata": {"name": "app", "namespace": namespace}, "spec": {"registryRef": ref}},
-    )
-    api.create(
-        IMAGE_PULL_SECRETS,
-        {"metadata": {"name": "app", "namespace": namespace}, "spec": {"registryRef": ref}},
-    )
-    push = wait_secret(api, namespace, "imagepushsecret-app")
-    pull = wait_secret(api, namespace, "imagepullsecret-app")
+    push, pull = app_secrets(api, namespace, NAME)
     stack = Stack(
         cluster, api, namespace, NAME, registry["status"]["hostname"], tmp_path / "stack", docker_auth_bin
     )
@@ -382,13 +384,7 @@ def test_token_key_rollover_from_rsa_4096_with_the_real_docker_auth(
         return str((status.get("tokenKey") or {}).get("phase"))
 
     wait_until("the token key rollover to reach Retiring", lambda: phase() == c.ROLLOVER_RETIRING, 120)
-    ref = {"name": NAME}
-    for resource in (IMAGE_PUSH_SECRETS, IMAGE_PULL_SECRETS):
-        api.create(
-            resource, {"metadata": {"name": "app", "namespace": namespace}, "spec": {"registryRef": ref}}
-        )
-    push = wait_secret(api, namespace, "imagepushsecret-app")
-    pull = wait_secret(api, namespace, "imagepullsecret-app")
+    push, pull = app_secrets(api, namespace, NAME)
     stack = Stack(
         cluster, api, namespace, NAME, registry["status"]["hostname"], tmp_path / "stack", docker_auth_bin
     )

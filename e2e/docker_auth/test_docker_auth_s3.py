@@ -20,10 +20,9 @@ from e2e.controllers.test_imageregistry_storage import (
     s3_registry,
 )
 from e2e.docker_auth.stack import Stack
-from e2e.docker_auth.test_docker_auth_lane import Client_, credentials, wait_secret
+from e2e.docker_auth.test_docker_auth_lane import Client_, app_secrets, credentials
 from e2e.support.operator import OperatorProcess
 from e2e.support.s3 import MotoS3
-from registry_operator.controllers.resources import IMAGE_PULL_SECRETS, IMAGE_PUSH_SECRETS
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.kube.client import Client
 
@@ -43,13 +42,7 @@ def test_push_and_pull_secrets_work_on_s3_storage(
         create_credentials(api, namespace, s3)
         apply(cluster, namespace, yaml.safe_dump(s3_registry(NAME, s3)))
         registry = wait_condition(api, namespace, NAME, status="True", reason="Available", timeout=90)
-        ref = {"name": NAME}
-        for resource in (IMAGE_PUSH_SECRETS, IMAGE_PULL_SECRETS):
-            api.create(
-                resource, {"metadata": {"name": "app", "namespace": namespace}, "spec": {"registryRef": ref}}
-            )
-        push = wait_secret(api, namespace, "imagepushsecret-app")
-        pull = wait_secret(api, namespace, "imagepullsecret-app")
+        push, pull = app_secrets(api, namespace, NAME)
         stack = Stack(
             cluster, api, namespace, NAME, registry["status"]["hostname"], tmp_path / "stack", docker_auth_bin
         )
