@@ -408,7 +408,9 @@ def test_garbage_collection_runs_read_only_and_frees_the_untagged_image(
     last_run = wait_for("the garbage collection run", finished, timeout=150)
     print(f"operator run: phases {phases}, {time.monotonic() - started:.1f}s after the patch")
     assert last_run["result"] == "Succeeded", last_run
-    assert "ReadOnly" in phases and "Collecting" in phases
+    # ReadOnly can pass between two polls (kwok rolls the pods at once); the read-only config the
+    # polls saw, which lasts through Collecting, is the proof that the run was read-only.
+    assert "Collecting" in phases
     read_only = [text for text in seen_configs if "maintenance" in yaml.safe_load(text)["storage"]]
     assert read_only, "the registry was never switched to read-only"
     read_only_yml = read_only[0]
