@@ -445,6 +445,9 @@ class ServedCertificate(ApiModel):
     authorities: list[Fingerprint] = Field(default_factory=list, max_length=16)
     """The CAs clients were given for it; they stay in the bundle while it is served."""
     not_after: Time | None = None
+    since: Time | None = None
+    """When every pod was first seen serving it: the CAs only the previous certificate needed stay
+    in the bundle for a grace period after that (pods still draining, endpoints catching up)."""
 
 
 class TrustStatus(ApiModel):

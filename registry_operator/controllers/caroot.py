@@ -32,8 +32,9 @@ Rollover with overlap (managed CA, `plan_rollover`, pure). `tls.crt`/`tls.key` i
   signs from now on (`tls.crt`/`tls.key`), the previous one stays in `ca.crt` and `previous.crt`;
   registries re-issue their certificates from it.
 * `Retiring` → `Stable` once no registry's pods serve a certificate the previous CA signed (their
-  `status.trust.served`), or at the latest when every such certificate has expired (the server
-  certificate lifetime after `Retiring` began): `ca.crt` = the new CA alone.
+  `status.trust.served`) and each has served its new one for the retire grace (`trust.retire_grace`:
+  pods still draining, endpoints catching up), or at the latest when every such certificate has
+  expired (the server certificate lifetime after `Retiring` began): `ca.crt` = the new CA alone.
 An unparsable or expired managed CA is replaced at once (nothing can verify against it anyway).
 """
 
@@ -237,15 +238,22 @@ def plan_rollover(
                 for registry in view.registries
                 if trust.serves_certificate_from(registry, previous_fp) is not False
             ]
+            # Serving the new certificate, but only for less than the retire grace (pods draining).
+            draining: dict[str, datetime] = {}
+            for registry in view.registries:
+                switched = trust.served_since(registry)
+                if switched is not None and switched + trust.retire_grace(overlap) > now:
+                    draining[objects.key(registry)] = switched + trust.retire_grace(overlap)
             expired_by = since + pki.SERVER_LIFETIME
-            if serving and now < expired_by:
+            if (serving or draining) and now < expired_by:
+                if serving:
+                    why = f"{len(serving)} registries may still serve a certificate of the previous CA"
+                    example, recheck_at = serving[0], now + ROLLOVER_RECHECK
+                else:
+                    why = f"{len(draining)} registries switched certificates less than the retire grace ago"
+                    example, recheck_at = next(iter(draining)), min(draining.values())
                 return RolloverStep(
-                    None,
-                    message=(
-                        f"{len(serving)} registries may still serve a certificate of the previous CA, "
-                        f"e.g. {serving[0]}"
-                    ),
-                    recheck_at=min(expired_by, now + ROLLOVER_RECHECK),
+                    None, message=f"{why}, e.g. {example}", recheck_at=min(expired_by, recheck_at)
                 )
             return RolloverStep(
                 {**base, pki.CA_CERT_KEY: pki.cert_pem(signer)},

@@ -38,6 +38,8 @@ DERIVED_SECRET_OWNER_KINDS: Final = frozenset(
     {c.KIND_IMAGE_PUSH_SECRET, c.KIND_IMAGE_PULL_SECRET, c.KIND_IMAGE_BUILD_ENV}
 )
 _CA_KEY = re.compile(r"^ca(-[0-9]+)?\.crt$")
+# The longest a CA only the previous serving certificate needed stays trusted after the switch.
+RETIRE_GRACE_MAX: Final = timedelta(seconds=30)
 
 
 def _decoded(secret: Mapping[str, Any], key: str) -> bytes:
@@ -109,9 +111,18 @@ class TrustPlan:
     bundle: bytes  # status.caBundle
     status: TrustStatus
     hold: ServedCertificate | None  # keep the pods on this served certificate (None: roll freely)
+    recheck_at: datetime | None = None  # when a CA kept for the retire grace leaves the bundle
 
 
-def _served_for(current: CurrentTls) -> ServedCertificate:
+def retire_grace(overlap: timedelta) -> timedelta:
+    """How long the CAs only the previous certificate needed stay trusted after every pod serves the
+    new one: a pod counted Ready may still be draining connections of the old template, endpoints and
+    node agents catch up, and a client that reads the bundle right then must not lose the CA the last
+    old pod still presents. Capped by the overlap, so a short overlap keeps a rollover short."""
+    return min(overlap, RETIRE_GRACE_MAX)
+
+
+def _served_for(current: CurrentTls, since: datetime | None) -> ServedCertificate:
     issuer = issuer_of(current.leaf, current.authorities)
     return ServedCertificate(
         secret_name=current.secret_name,
@@ -119,6 +130,7 @@ def _served_for(current: CurrentTls) -> ServedCertificate:
         issuer=pki.cert_fingerprint(issuer) if issuer is not None else None,
         authorities=sorted(pki.fingerprints(current.authorities)),
         not_after=current.leaf.not_valid_after_utc,
+        since=since,
     )
 
 
@@ -149,20 +161,12 @@ def plan_trust(
         served_cas = [cert for cert in old_certs if pki.cert_fingerprint(cert) in set(served.authorities)]
     bundle_certs = list(current.authorities) + served_cas
     since_of = {a.fingerprint: a.since for a in (previous.authorities if previous is not None else [])}
-    authorities = [
-        TrustedAuthority(
-            fingerprint=pki.cert_fingerprint(cert),
-            subject=cert.subject.rfc4514_string()[:1024],
-            since=since_of.get(pki.cert_fingerprint(cert)) or now,
-        )
-        for cert in pki.unique_certs(bundle_certs)
-    ]
     hold: ServedCertificate | None = None
     message: str | None = None
     phase: TrustPhase = "Stable"
     if changing and served is not None:
         needed = pki.fingerprints(current.authorities) - set(served.authorities)
-        young = [a for a in authorities if a.fingerprint in needed and (a.since or now) + overlap > now]
+        young = [fp for fp in needed if (since_of.get(fp) or now) + overlap > now]
         behind: list[str] = []
         if needed and not young:
             behind = secrets_behind(
@@ -172,7 +176,7 @@ def plan_trust(
             hold = served
             phase = "Distributing"
             if young:
-                until = max((a.since or now) + overlap for a in young)
+                until = max((since_of.get(fp) or now) + overlap for fp in young)
                 message = (
                     f"the new CA is distributed until {until.isoformat()} (OPERATOR_TRUST_OVERLAP) before "
                     "the pods serve the new certificate"
@@ -180,20 +184,38 @@ def plan_trust(
             else:
                 message = f"waiting for {len(behind)} Secrets to hold the new CA, e.g. {behind[0]}"
         elif settled:
-            served = _served_for(current)
-            authorities = [a for a in authorities if a.fingerprint in pki.fingerprints(current.authorities)]
-            bundle_certs = list(current.authorities)
+            served = _served_for(current, now)
         else:
             phase = "Rolling"
             message = "the pods are moving to the new certificate; clients trust the previous and the new CA"
     elif served is None and settled:
-        served = _served_for(current)
+        served = _served_for(current, now)
     elif (
         served is not None and settled and served.authorities != sorted(pki.fingerprints(current.authorities))
     ):
-        served = _served_for(current)  # same certificate, another trust bundle (a root CA rollover)
+        served = _served_for(current, served.since)  # same certificate, another trust bundle (root CA)
+    recheck_at: datetime | None = None
+    if phase == "Stable" and served is not None:
+        # The pods serve `current`: what only the previous certificate needed leaves after the grace.
+        needed_now = pki.fingerprints(current.authorities)
+        lingering = [cert for cert in old_certs if pki.cert_fingerprint(cert) not in needed_now]
+        until = (served.since or now - overlap) + retire_grace(overlap)
+        if lingering and until > now:
+            bundle_certs = list(current.authorities) + lingering
+            recheck_at = until
+            message = f"the previous CA stays trusted until {until.isoformat()} (pods draining)"
+        else:
+            bundle_certs = list(current.authorities)
+    authorities = [
+        TrustedAuthority(
+            fingerprint=pki.cert_fingerprint(cert),
+            subject=cert.subject.rfc4514_string()[:1024],
+            since=since_of.get(pki.cert_fingerprint(cert)) or now,
+        )
+        for cert in pki.unique_certs(bundle_certs)
+    ]
     status = TrustStatus(phase=phase, message=message, authorities=authorities, served=served)
-    return TrustPlan(bundle=pki.pem_bundle(bundle_certs), status=status, hold=hold)
+    return TrustPlan(bundle=pki.pem_bundle(bundle_certs), status=status, hold=hold, recheck_at=recheck_at)
 
 
 def bundle_is_out(registry: Mapping[str, Any], authority: str, now: datetime, overlap: timedelta) -> bool:
@@ -215,3 +237,13 @@ def serves_certificate_from(registry: Mapping[str, Any], authority: str) -> bool
     if not served:
         return None
     return bool(served.get("issuer") == authority)
+
+
+def served_since(registry: Mapping[str, Any]) -> datetime | None:
+    """When the registry's pods were first seen all serving their current certificate (None: not
+    known, e.g. a status written before this was recorded)."""
+    served = ((registry.get("status") or {}).get("trust") or {}).get("served") or {}
+    try:
+        return datetime.fromisoformat(served["since"]) if served.get("since") else None
+    except (TypeError, ValueError):
+        return None

@@ -11,6 +11,7 @@ from cryptography import x509
 
 from registry_operator import pki
 from registry_operator.api import constants as c
+from registry_operator.controllers import trust
 from registry_operator.controllers.caroot import RegistryView, plan_rollover, rollover_trigger
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -39,12 +40,16 @@ def fingerprint(pem: bytes) -> str:
     return pki.cert_fingerprint(x509.load_pem_x509_certificate(pem))
 
 
-def registry(*, authorities: dict[str, datetime], served_issuer: str | None) -> dict[str, Any]:
+def registry(
+    *, authorities: dict[str, datetime], served_issuer: str | None, served_since: datetime | None = None
+) -> dict[str, Any]:
     trust: dict[str, Any] = {
         "authorities": [{"fingerprint": fp, "since": since.isoformat()} for fp, since in authorities.items()]
     }
     if served_issuer is not None:
         trust["served"] = {"secretName": "tls", "fingerprint": "x", "issuer": served_issuer}
+        if served_since is not None:
+            trust["served"]["since"] = served_since.isoformat()
     return {"metadata": {"name": "registry", "namespace": "team"}, "status": {"trust": trust}}
 
 
@@ -145,3 +150,27 @@ def test_a_full_rollover_keeps_the_old_root_trusted_until_no_registry_serves_it(
     assert [pki.cert_fingerprint(x) for x in pki.bundle_certs(done.data["ca.crt"])] == [next_fp]
     expired = step(retiring, later + pki.SERVER_LIFETIME, RegistryView(registries=[unknown]))
     assert expired.data is not None and c.SECRET_KEY_PREVIOUS_CERT not in expired.data
+
+
+def test_the_previous_root_stays_trusted_for_the_retire_grace_after_the_pods_switched() -> None:
+    """A registry whose pods serve the new root's certificate since just now (counted Ready, maybe
+    still draining the old pods) holds the previous root in the bundle until the grace has passed."""
+    old = new_ca(permitted=())  # without NameConstraints: rolled over
+    distributing_step = step(secret(old.to_secret_data()), NOW)
+    assert distributing_step.data is not None
+    next_fp = fingerprint(distributing_step.data[c.SECRET_KEY_NEXT_CERT])
+    distributing = secret(distributing_step.data, distributing_step.annotations)
+    out = registry(authorities={next_fp: NOW}, served_issuer=fingerprint(old.cert_pem))
+    retiring_at = NOW + OVERLAP + timedelta(seconds=1)
+    retiring_step = step(distributing, retiring_at, RegistryView(registries=[out]))
+    assert retiring_step.annotations[c.ANNOTATION_ROLLOVER_PHASE] == c.ROLLOVER_RETIRING
+    retiring = secret(retiring_step.data, retiring_step.annotations)
+
+    switched_at = retiring_at + timedelta(seconds=20)
+    grace = trust.retire_grace(OVERLAP)
+    just_moved = registry(authorities={next_fp: NOW}, served_issuer=next_fp, served_since=switched_at)
+    held = step(retiring, switched_at + timedelta(seconds=1), RegistryView(registries=[just_moved]))
+    assert held.data is None and "team/registry" in held.message
+    assert held.recheck_at == switched_at + grace
+    done = step(retiring, switched_at + grace, RegistryView(registries=[just_moved]))
+    assert done.data is not None and done.annotations[c.ANNOTATION_ROLLOVER_PHASE] == c.ROLLOVER_STABLE

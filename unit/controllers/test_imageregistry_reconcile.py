@@ -30,6 +30,7 @@ from registry_operator.controllers.imageregistry import (
 from registry_operator.controllers.imageregistry.garbagecollection import parse_report
 from registry_operator.controllers.imageregistry.storage import index_storage_secret
 from registry_operator.controllers.resources import IMAGE_REGISTRIES, PODS, SECRETS
+from registry_operator.controllers.trust import retire_grace
 from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client
 from registry_operator.kube.controller import Request
@@ -434,8 +435,16 @@ def test_a_new_root_ca_reissues_the_server_certificate(ready_harness: Harness) -
     assert ("apply", "StatefulSet", "registry") in ready_harness.api.writes()  # the pods roll
     assert ready_harness.status()["trust"]["phase"] == "Rolling"
     ready_harness.mark_statefulset_rolled_out()
-    ready_harness.reconcile()
+    result = ready_harness.reconcile()
     assert ready_harness.status()["trust"]["phase"] == "Stable"
+    # The old CA stays for the retire grace after the pods serve the new certificate (pods draining).
+    grace = retire_grace(ready_harness.reconciler._settings.trust_overlap)
+    assert len(pki.bundle_certs(ready_harness.status()["caBundle"].encode())) == 2
+    assert ready_harness.status()["trust"]["served"]["since"] is not None
+    assert result is not None and result.requeue_after is not None
+    assert result.requeue_after <= grace.total_seconds() + 3
+    ready_harness.now += grace
+    ready_harness.reconcile()
     assert pki.bundle_certs(ready_harness.status()["caBundle"].encode()) == [new_ca.cert]  # old CA gone
 
 

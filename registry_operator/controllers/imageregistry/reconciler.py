@@ -309,6 +309,8 @@ class ImageRegistryReconciler(RegistryPart):
                 token = advanced
             desired = desired_for(trust_plan, token)
         outcome.trust, outcome.ca_bundle, outcome.token = trust_plan.status, trust_plan.bundle, token
+        if trust_plan.recheck_at is not None:
+            outcome.renewals.append(trust_plan.recheck_at)
         rolled = outcome.attempt(
             lambda: self._rollouts.roll(ctx, current_sts, desired, spec_changed=spec_changed)
         )
