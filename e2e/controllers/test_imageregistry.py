@@ -289,7 +289,15 @@ def test_spec_changes_roll_out_and_delete_claim_is_honoured(
     registry = wait_condition(api, namespace, name, status="True", reason="Available")
     assert registry["status"]["tlsSecretName"] == "custom-tls"
     user_ca = decoded(api.get(SECRETS, "custom-tls", namespace), "ca.crt")
-    assert pki.bundle_certs(registry["status"]["caBundle"].encode()) == pki.bundle_certs(user_ca)
+    # The previous CA leaves the bundle the retire grace (here the overlap) after the pods moved.
+    wait_for(
+        lambda: (
+            pki.bundle_certs(api.get(IMAGE_REGISTRIES, name, namespace)["status"]["caBundle"].encode())
+            == pki.bundle_certs(user_ca)
+        ),
+        30,
+        "the previous CA to leave the bundle",
+    )
     pod = api.get(STATEFULSETS, name, namespace)["spec"]["template"]["spec"]
     assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"] == "custom-tls"
     assert pod_template_hash(api, namespace, name) not in (initial_hash, acl_hash)
