@@ -13,11 +13,11 @@ the sidecar.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from registry_operator.goduration import parse_duration
 from registry_operator.passwords import HashScheme, hash_scheme, verify_password
 
 DEFAULT_AUTHN_PORT = 5002
@@ -28,39 +28,7 @@ Account = Mapping[str, Any]
 
 
 # --------------------------------------------------------------------------------------------------
-# Durations and expiry
-
-# TODO: use the canonical Go-duration parser (registry_operator.api.duration / config.py, written
-# concurrently) once this module may import it; this copy only serves account TTLs.
-_DURATION_UNITS = {
-    "ns": timedelta(microseconds=0.001),
-    "us": timedelta(microseconds=1),
-    "µs": timedelta(microseconds=1),  # U+00B5 micro sign
-    "μs": timedelta(microseconds=1),  # U+03BC Greek mu
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> timedelta:
-    """Go's time.ParseDuration syntax ("24h", "24h0m0s", "1.5h", "-30m", "0")."""
-    sign, rest = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
-    if rest == "0":
-        return timedelta(0)
-    if not rest:
-        raise ValueError(f"invalid duration {text!r}")
-    total = timedelta(0)
-    position = 0
-    while position < len(rest):
-        match = _DURATION_PART.match(rest, position)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    return sign * total
+# Expiry
 
 
 def account_expiry(account: Account) -> datetime | None:
@@ -79,7 +47,7 @@ def account_expiry(account: Account) -> datetime | None:
     created_at = datetime.fromisoformat(created)
     if created_at.tzinfo is None:
         created_at = created_at.replace(tzinfo=UTC)
-    return created_at + parse_go_duration(ttl)
+    return created_at + parse_duration(ttl)
 
 
 def account_hash_scheme(account: Account) -> HashScheme | None:

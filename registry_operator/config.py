@@ -27,19 +27,19 @@ from typing import Final, TypeVar
 
 from registry_operator import __version__
 from registry_operator.api.constants import DEFAULT_DNS_ZONE
-from registry_operator.api.duration import (
-    DurationError,
-    format_duration,
-    format_duration_nanoseconds,
-    parse_duration,
-    parse_duration_nanoseconds,
-)
 from registry_operator.api.names import (
     DNS1123_SUBDOMAIN_MAX_LENGTH,
     MAX_REGISTRY_NAME_LENGTH,
     is_dns1035_label,
     is_dns1123_label,
     is_dns1123_subdomain,
+)
+from registry_operator.goduration import (
+    DurationError,
+    format_duration,
+    format_duration_nanoseconds,
+    parse_duration,
+    parse_duration_nanoseconds,
 )
 
 __all__ = [

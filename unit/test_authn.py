@@ -62,32 +62,6 @@ class RecordingVerifier:
 # Durations and expiry
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("24h", timedelta(hours=24)),
-        ("24h0m0s", timedelta(hours=24)),
-        ("1.5h", timedelta(minutes=90)),
-        ("1h30m", timedelta(minutes=90)),
-        ("300ms", timedelta(milliseconds=300)),
-        ("2us", timedelta(microseconds=2)),
-        ("2µs", timedelta(microseconds=2)),
-        ("+5s", timedelta(seconds=5)),
-        ("-1h", timedelta(hours=-1)),
-        ("0", timedelta(0)),
-        (".5s", timedelta(milliseconds=500)),
-    ],
-)
-def test_go_durations(text: str, expected: timedelta) -> None:
-    assert accounts.parse_go_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "-", "h", "24", "1d", "1h 2m", "abc", "1h-2m", "1.h.5"])
-def test_invalid_go_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid duration"):
-        accounts.parse_go_duration(text)
-
-
 def test_account_expiry() -> None:
     assert accounts.account_expiry(make_account(ttl="12h")) == CREATED + timedelta(hours=12)
     assert accounts.account_expiry(make_account(ttl=None)) is None

@@ -29,7 +29,8 @@ def own_imports(path: Path) -> set[str]:
 
 FRAMEWORK = sorted((PACKAGE / "kube").glob("*.py"))
 PURE_HELPERS = [
-    PACKAGE / f"{name}.py" for name in ("pki", "passwords", "dockerconfig", "dockerauth", "accounts")
+    PACKAGE / f"{name}.py"
+    for name in ("pki", "passwords", "dockerconfig", "dockerauth", "accounts", "goduration")
 ]
 
 

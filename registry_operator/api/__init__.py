@@ -126,20 +126,6 @@ from registry_operator.api.constants import (
     VERSION,
     AccessMode,
 )
-from registry_operator.api.duration import (
-    GO_DURATION_PATTERN,
-    HOUR,
-    MICROSECOND,
-    MILLISECOND,
-    MINUTE,
-    NANOSECOND,
-    SECOND,
-    DurationError,
-    format_duration,
-    format_duration_nanoseconds,
-    parse_duration,
-    parse_duration_nanoseconds,
-)
 from registry_operator.api.imagebuildenv import (
     BuildEnvSecretRef,
     ImageBuildEnv,
@@ -258,6 +244,20 @@ from registry_operator.api.names import (
     registry_statefulset_name,
     registry_tls_secret_name,
     registry_token_key_secret_name,
+)
+from registry_operator.goduration import (
+    GO_DURATION_PATTERN,
+    HOUR,
+    MICROSECOND,
+    MILLISECOND,
+    MINUTE,
+    NANOSECOND,
+    SECOND,
+    DurationError,
+    format_duration,
+    format_duration_nanoseconds,
+    parse_duration,
+    parse_duration_nanoseconds,
 )
 
 __all__ = [

@@ -13,7 +13,6 @@ from pydantic import Field, WithJsonSchema
 
 from registry_operator.api.base import ApiModel, is_empty
 from registry_operator.api.conditions import Condition
-from registry_operator.api.duration import GO_DURATION_PATTERN
 from registry_operator.api.names import (
     DNS1035_LABEL_PATTERN,
     DNS1123_LABEL_MAX_LENGTH,
@@ -22,6 +21,7 @@ from registry_operator.api.names import (
     DNS1123_SUBDOMAIN_PATTERN,
     MAX_REGISTRY_NAME_LENGTH,
 )
+from registry_operator.goduration import GO_DURATION_PATTERN
 
 DNS1123Label = Annotated[str, Field(max_length=DNS1123_LABEL_MAX_LENGTH, pattern=DNS1123_LABEL_PATTERN)]
 DNS1123Subdomain = Annotated[

@@ -14,7 +14,7 @@ from registry_operator.api.constants import (
     KIND_IMAGE_REGISTRY_ACCOUNT,
     PLURAL_IMAGE_REGISTRY_ACCOUNTS,
 )
-from registry_operator.api.duration import parse_duration
+from registry_operator.goduration import parse_duration
 
 # A bcrypt hash in modular crypt format ($2a$, $2b$, $2x$, $2y$ or the original $2$), or the fast
 # salted hash the operator stores for the passwords it generates (`passwords.py` says why). Requiring

@@ -23,13 +23,13 @@ from typing import Final
 import structlog
 
 from registry_operator.api import constants as c
-from registry_operator.api.duration import DurationError
 from registry_operator.api.imageregistryaccount import ImageRegistryAccountStatus
 from registry_operator.config import Settings
 from registry_operator.controllers.common import EventSink, Object, now_utc, parse_time
 from registry_operator.controllers.imagesecret_desired import account_ttl, is_issued_account
 from registry_operator.controllers.resources import IMAGE_REGISTRY_ACCOUNTS
 from registry_operator.controllers.status import ConditionValue, read_status, update_status
+from registry_operator.goduration import DurationError
 from registry_operator.kube import objects
 from registry_operator.kube.cache import Store
 from registry_operator.kube.client import Client

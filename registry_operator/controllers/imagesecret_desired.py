@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from registry_operator.api import constants as c
-from registry_operator.api.duration import DurationError, parse_duration
 from registry_operator.api.names import (
     account_label_key,
     account_metadata_labels,
@@ -30,6 +29,7 @@ from registry_operator.controllers.common import (
 )
 from registry_operator.controllers.resources import IMAGE_PULL_SECRETS, IMAGE_PUSH_SECRETS
 from registry_operator.dockerconfig import docker_config_for
+from registry_operator.goduration import DurationError, parse_duration
 from registry_operator.kube import objects
 from registry_operator.kube.cache import IndexFunc
 from registry_operator.kube.resources import Resource

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry_operator.api.duration import (
+from registry_operator.goduration import (
     GO_DURATION_PATTERN,
     HOUR,
     MICROSECOND,
@@ -111,3 +111,30 @@ def test_crd_pattern_accepts_only_parsable_durations(text: str) -> None:
             assert parse_duration_nanoseconds(text) >= 0
         except DurationError as error:
             assert str(error).endswith("out of range"), error
+
+
+# Cases of the account TTLs the authn sidecar reads (accounts.account_expiry).
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24h", timedelta(hours=24)),
+        ("24h0m0s", timedelta(hours=24)),
+        ("1.5h", timedelta(minutes=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("300ms", timedelta(milliseconds=300)),
+        ("2us", timedelta(microseconds=2)),
+        ("2µs", timedelta(microseconds=2)),
+        ("+5s", timedelta(seconds=5)),
+        ("-1h", timedelta(hours=-1)),
+        ("0", timedelta(0)),
+        (".5s", timedelta(milliseconds=500)),
+    ],
+)
+def test_go_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-", "h", "24", "1d", "1h 2m", "abc", "1h-2m", "1.h.5"])
+def test_invalid_go_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
