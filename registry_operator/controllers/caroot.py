@@ -28,7 +28,8 @@ Rollover with overlap (managed CA, `plan_rollover`, pure). `tls.crt`/`tls.key` i
   signed by the current CA.
 * `Distributing` → `Retiring` once the bundle is out: `OPERATOR_TRUST_OVERLAP` has passed, every
   registry using the root CA lists the next CA in its status for that long, and no Secret derived
-  for clients (push/pull/ImageBuildEnv) trusts the current CA without the next one. The next CA
+  for clients (push/pull/ImageBuildEnv) trusts the current CA without the next one. A registry not
+  Ready for longer than the overlap holds neither phase (`trust.is_stalled`). The next CA
   signs from now on (`tls.crt`/`tls.key`), the previous one stays in `ca.crt` and `previous.crt`;
   registries re-issue their certificates from it.
 * `Retiring` → `Stable` once no registry's pods serve a certificate the previous CA signed (their
@@ -135,6 +136,8 @@ class RegistryView:
 
     registries: Sequence[Mapping[str, Any]] = ()
     derived_secrets: Sequence[Mapping[str, Any]] = ()
+    # Not Ready for longer than the overlap (`trust.is_stalled`): left out of the two above.
+    stalled: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,15 @@ def rollover_trigger(
     if requested and requested != annotations.get(c.ANNOTATION_ROTATE_HANDLED):
         return f"requested by the {c.ANNOTATION_ROTATE} annotation ({requested!r})"
     return None
+
+
+def _not_waiting_for(view: RegistryView) -> str:
+    if not view.stalled:
+        return ""
+    return (
+        f" (not waiting for {len(view.stalled)} registries not Ready for longer than "
+        f"OPERATOR_TRUST_OVERLAP, e.g. {view.stalled[0]}: each distributes the new CA once fixed)"
+    )
 
 
 def plan_rollover(
@@ -227,7 +239,7 @@ def plan_rollover(
                     c.ANNOTATION_ROLLOVER_SINCE: format_time(now),
                 },
                 "the next root CA is out: it signs the registries' certificates from now on; the previous "
-                "one stays trusted until no registry serves a certificate it signed",
+                "one stays trusted until no registry serves a certificate it signed" + _not_waiting_for(view),
             )
     if phase == c.ROLLOVER_RETIRING:
         previous = pki.bundle_certs(data.get(c.SECRET_KEY_PREVIOUS_CERT))
@@ -262,7 +274,8 @@ def plan_rollover(
                     c.ANNOTATION_ROLLOVER_PHASE: c.ROLLOVER_STABLE,
                     c.ANNOTATION_ROLLOVER_SINCE: format_time(now),
                 },
-                "no registry serves a certificate of the previous root CA any more: it is no longer trusted",
+                "no registry serves a certificate of the previous root CA any more: it is no longer trusted"
+                + _not_waiting_for(view),
             )
     trigger = rollover_trigger(secret, parsed, now, permitted)
     if trigger is None:
@@ -418,18 +431,26 @@ class CARootReconciler:
             c.ROOT_CA_COMMON_NAME, now, key_size=self._key_size, permitted_dns=self._permitted_dns
         )
 
-    def _view(self) -> RegistryView:
+    def _view(self, now: datetime) -> RegistryView:
         registries = [
             registry
             for registry in (self._registries.list(copy=False) if self._registries is not None else [])
             if not objects.is_deleting(registry) and uses_root_ca(registry)
         ]
+        stalled = [registry for registry in registries if trust.is_stalled(registry, now, self._overlap)]
+        # A stalled registry's clients keep what it last distributed: neither holds the rollover.
+        stalled_hosts = {trust.registry_hostname(registry) for registry in stalled} - {None}
         secrets = [
             secret
             for secret in (self._secrets.list(copy=False) if self._secrets is not None else [])
-            if trust.is_derived_secret(secret)
+            if trust.is_derived_secret(secret) and trust.secret_hostname(secret) not in stalled_hosts
         ]
-        return RegistryView(registries=registries, derived_secrets=secrets)
+        stalled_keys = [objects.key(registry) for registry in stalled]
+        return RegistryView(
+            registries=[registry for registry in registries if objects.key(registry) not in stalled_keys],
+            derived_secrets=secrets,
+            stalled=stalled_keys,
+        )
 
     def _roll_over(self, secret: Object, now: datetime) -> Result:
         parsed = pki.parse_tls_secret_data(secret.get("data"), require_ca=False)
@@ -440,7 +461,7 @@ class CARootReconciler:
             now,
             permitted=self._permitted_dns,
             overlap=self._overlap,
-            view=self._view(),
+            view=self._view(now),
             new_ca=lambda: self._new_ca(now),
         )
         where = f"{self._namespace}/{c.ROOT_CA_SECRET_NAME}"

@@ -77,10 +77,7 @@ def secrets_behind(
     for secret in secrets:
         if not is_derived_secret(secret):
             continue
-        if (
-            hostname is not None
-            and _decoded(secret, c.SECRET_KEY_REGISTRY).decode(errors="replace") != hostname
-        ):
+        if hostname is not None and secret_hostname(secret) != hostname:
             continue
         for authorities in secret_authorities(secret):
             if authorities & old and not new <= authorities:
@@ -237,6 +234,34 @@ def serves_certificate_from(registry: Mapping[str, Any], authority: str) -> bool
     if not served:
         return None
     return bool(served.get("issuer") == authority)
+
+
+def is_stalled(registry: Mapping[str, Any], now: datetime, patience: timedelta) -> bool:
+    """Whether the registry has not been Ready for longer than `patience`.
+
+    A root CA rollover does not wait for such a registry: its reconciles fail (that is why it is not
+    Ready), so its status, its `caBundle` and its clients' Secrets stay as they were, and its pods keep
+    their certificate; once fixed, its own trust plan distributes the new CA before serving it. Without
+    this, one broken registry would hold every registry's CA renewal until the CA expired.
+    """
+    ready = objects.condition(registry, c.CONDITION_READY)
+    if ready is None or ready.get("status") != "False":
+        return False
+    try:
+        since = datetime.fromisoformat(str(ready.get("lastTransitionTime")))
+    except ValueError:
+        return False
+    return since + patience <= now
+
+
+def registry_hostname(registry: Mapping[str, Any]) -> str | None:
+    hostname = (registry.get("status") or {}).get("hostname")
+    return hostname if isinstance(hostname, str) and hostname else None
+
+
+def secret_hostname(secret: Mapping[str, Any]) -> str:
+    """The registry a derived Secret is for (its `registry` key)."""
+    return _decoded(secret, c.SECRET_KEY_REGISTRY).decode(errors="replace")
 
 
 def served_since(registry: Mapping[str, Any]) -> datetime | None:

@@ -29,6 +29,7 @@ from registry_operator.kube.events import EventRecorder
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NAMESPACE = "registry-operator"
 KEY_SIZE = 1024
+OVERLAP = timedelta(hours=1)
 MANAGED = {c.LABEL_NAME: c.OPERATOR_NAME_VALUE, c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE}
 
 
@@ -170,6 +171,8 @@ class Harness:
     def __init__(self) -> None:
         self.api = FakeApi()
         self.store = Store()
+        self.registries = Store()
+        self.secrets = Store()
         self.recorder = FakeRecorder()
         self.now = NOW
         self.reconciler = CARootReconciler(
@@ -179,6 +182,9 @@ class Harness:
             NAMESPACE,
             now=lambda: self.now,
             key_size=KEY_SIZE,
+            overlap=OVERLAP,
+            registries=self.registries,
+            secrets=self.secrets,
         )
 
     def reconcile(self) -> Any:
@@ -314,3 +320,76 @@ def test_ignores_requests_for_other_objects(harness: Harness) -> None:
     assert harness.reconciler.reconcile(Request(NAMESPACE, "other")) is None
     assert harness.reconciler.reconcile(Request("elsewhere", c.ROOT_CA_SECRET_NAME)) is None
     assert harness.api.calls == []
+
+
+def registry_status(name: str, *, not_ready_since: datetime | None, authorities: list[str]) -> dict[str, Any]:
+    conditions = []
+    if not_ready_since is not None:
+        conditions = [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "InvalidSecret",
+                "message": "x",
+                "lastTransitionTime": not_ready_since.isoformat(),
+            }
+        ]
+    trust = {"authorities": [{"fingerprint": fp, "since": NOW.isoformat()} for fp in authorities]}
+    return {
+        "metadata": {"name": name, "namespace": "team"},
+        "spec": {},
+        "status": {"hostname": f"{name}.team.svc", "conditions": conditions, "trust": trust},
+    }
+
+
+def pull_secret(hostname: str, ca_pem: bytes) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "team",
+            "name": f"imagepullsecret-{hostname}",
+            "ownerReferences": [{"apiVersion": f"{c.GROUP}/v1alpha1", "kind": "ImagePullSecret"}],
+        },
+        "data": {
+            "ca.crt": base64.b64encode(ca_pem).decode(),
+            c.SECRET_KEY_REGISTRY: base64.b64encode(hostname.encode()).decode(),
+        },
+    }
+
+
+@pytest.mark.parametrize(("not_ready_for", "holds"), [(timedelta(minutes=10), True), (2 * OVERLAP, False)])
+def test_a_registry_not_ready_for_longer_than_the_overlap_does_not_hold_the_rollover(
+    harness: Harness, not_ready_for: timedelta, holds: bool
+) -> None:
+    """Its reconciles fail, so it never lists the next CA and its Secrets keep the current one; it
+    must not hold every registry's CA renewal (it distributes the new CA itself once fixed)."""
+    bundle = ca(NOW - timedelta(days=100))
+    rotate = secret(bundle)
+    rotate["metadata"]["annotations"] = {c.ANNOTATION_ROTATE: "now"}
+    harness.store.upsert(rotate)
+    harness.reconcile()
+    [(_, distributing)] = harness.api.calls
+    next_fp = pki.cert_fingerprint(
+        pki.bundle_certs(base64.b64decode(distributing["data"][c.SECRET_KEY_NEXT_CERT]))[0]
+    )
+    current_fp = pki.cert_fingerprint(pki.bundle_certs(bundle.cert_pem)[0])
+    harness.store.upsert({**distributing, "metadata": {**distributing["metadata"], "resourceVersion": "8"}})
+    harness.now = NOW + OVERLAP + timedelta(seconds=1)
+    harness.registries.upsert(
+        registry_status("healthy", not_ready_since=None, authorities=[current_fp, next_fp])
+    )
+    harness.registries.upsert(
+        registry_status("broken", not_ready_since=harness.now - not_ready_for, authorities=[current_fp])
+    )
+    harness.secrets.upsert(pull_secret("broken.team.svc", bundle.cert_pem))
+    harness.api.calls.clear()
+    harness.recorder.events.clear()
+    harness.reconcile()
+    [(_, written)] = harness.api.calls
+    phase = written["metadata"]["annotations"][c.ANNOTATION_ROLLOVER_PHASE]
+    if holds:
+        assert phase == c.ROLLOVER_DISTRIBUTING
+        assert "team/broken" in written["metadata"]["annotations"][c.ANNOTATION_ROLLOVER_WAITING]
+    else:
+        assert phase == c.ROLLOVER_RETIRING
+        [(_, _, message)] = harness.recorder.events
+        assert "not waiting for 1 registries" in message and "team/broken" in message
