@@ -25,8 +25,9 @@ from registry_operator.controllers.resources import (
     SERVICE_ACCOUNTS,
 )
 from registry_operator.kube.client import Client
-from registry_operator.kube.informer import SharedInformerFactory, strip_managed_fields
+from registry_operator.kube.factory import SharedInformerFactory
 from registry_operator.kube.manager import Manager, ManagerOptions
+from registry_operator.kube.transforms import strip_managed_fields
 
 log = structlog.get_logger("registry_operator")
 

@@ -44,8 +44,8 @@ from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.devenv.processes import free_port
 from registry_operator.kube.cache import Object
 from registry_operator.kube.client import Client
-from registry_operator.kube.informer import LAST_APPLIED_ANNOTATION
 from registry_operator.kube.manager import ExitCode, Manager
+from registry_operator.kube.transforms import LAST_APPLIED_ANNOTATION
 from registry_operator.operator import PUT_FROM_CACHE, build_manager
 
 NOISE_SECRETS = int(os.environ.get("E2E_NOISE_SECRETS", "2000"))

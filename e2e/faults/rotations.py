@@ -44,7 +44,8 @@ from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.kube import objects
 from registry_operator.kube.client import Client
 from registry_operator.kube.errors import ApiError, ConnectionFailed, NotFound
-from registry_operator.kube.informer import EventHandlerFuncs, SharedInformerFactory
+from registry_operator.kube.factory import SharedInformerFactory
+from registry_operator.kube.informer import EventHandlerFuncs
 from registry_operator.kube.resources import LEASES
 
 Object = dict[str, Any]

@@ -24,7 +24,7 @@ from e2e.kube.support import api_state, cache_state, wait_for
 from registry_operator.devenv.cluster import LocalCluster
 from registry_operator.kube.client import Client
 from registry_operator.kube.errors import ApiError
-from registry_operator.kube.informer import SharedInformerFactory
+from registry_operator.kube.factory import SharedInformerFactory
 from registry_operator.kube.resources import CONFIGMAPS
 
 pytestmark = pytest.mark.faults
@@ -87,7 +87,7 @@ def test_informers_resume_through_watch_resets_and_their_cache_matches_the_api_s
     factory = SharedInformerFactory(client, resync_period=None)
     informer = factory.informer(CONFIGMAPS, namespace=namespace, label_selector={CHURN_LABEL: "yes"})
     counter = CountingHandler()
-    reflector_log = logging.getLogger("registry_operator.kube.informer")
+    reflector_log = logging.getLogger("registry_operator.kube.reflector")
     reflector_log.addHandler(counter)
     previous_level = reflector_log.level
     reflector_log.setLevel(logging.INFO)

@@ -12,19 +12,14 @@ import pytest
 
 from e2e.kube.support import TcpProxy, api_state, cache_state, parallel, wait_for
 from registry_operator.devenv.cluster import LocalCluster
+from registry_operator.kube.byname import ByNameInformer, ReadThroughStore
 from registry_operator.kube.client import Client
 from registry_operator.kube.clock import FakeClock
 from registry_operator.kube.events import EventRecorder
-from registry_operator.kube.informer import (
-    DEFAULT_TRANSFORM,
-    ByNameInformer,
-    ClientListerWatcher,
-    EventHandlerFuncs,
-    ExponentialBackoff,
-    ReadThroughStore,
-    SharedInformer,
-)
+from registry_operator.kube.informer import EventHandlerFuncs, SharedInformer
+from registry_operator.kube.reflector import ClientListerWatcher, ExponentialBackoff
 from registry_operator.kube.resources import CONFIGMAPS, EVENTS, SECRETS
+from registry_operator.kube.transforms import DEFAULT_TRANSFORM
 
 LABEL = "e2e.registry-operator/informer"
 

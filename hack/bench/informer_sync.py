@@ -26,7 +26,8 @@ from typing import Any
 
 from registry_operator.kube.client import Client
 from registry_operator.kube.errors import AlreadyExists
-from registry_operator.kube.informer import ClientListerWatcher, EventHandlerFuncs, SharedInformer
+from registry_operator.kube.informer import EventHandlerFuncs, SharedInformer
+from registry_operator.kube.reflector import ClientListerWatcher
 from registry_operator.kube.resources import CONFIGMAPS, NAMESPACES
 
 LABEL = "bench.registry-operator/informer-sync"

@@ -20,7 +20,9 @@ It knows nothing about registries. A reconciler is wired up like this::
 
 Modules: `client` (the REST verbs), `rest` (sending one request: timeouts, deadlines, connect
 retries), `errors` (typed API errors), `retry` (conflict and connect retry policy), `watch` (watch
-streams), `objects` (typed accessors), `resources` (descriptors), `informer` (reflector, shared
-informers, by-name informers, transforms), `cache` (indexed store), `workqueue` (rate-limited
-queue), `controller`, `manager`, `leaderelection`, `events`, `metrics`, `clock` (injectable time).
+streams), `objects` (typed accessors), `resources` (descriptors), `reflector` (the list + watch
+loop), `informer` (shared informers, event handlers), `byname` (per-name watches), `factory` (the
+shared informer factory), `transforms` (what a cache keeps), `cache` (indexed store), `workqueue`
+(rate-limited queue), `controller`, `manager`, `leaderelection`, `events`, `metrics`, `clock`
+(injectable time).
 """

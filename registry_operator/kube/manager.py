@@ -41,7 +41,7 @@ from registry_operator.kube.client import Client
 from registry_operator.kube.clock import REAL_CLOCK, Clock
 from registry_operator.kube.controller import Controller
 from registry_operator.kube.events import EventRecorder
-from registry_operator.kube.informer import DEFAULT_RESYNC_PERIOD, SharedInformerFactory, Transform
+from registry_operator.kube.factory import DEFAULT_RESYNC_PERIOD, SharedInformerFactory
 from registry_operator.kube.leaderelection import (
     ElectionOutcome,
     LeaderElectionConfig,
@@ -51,6 +51,7 @@ from registry_operator.kube.leaderelection import (
 )
 from registry_operator.kube.resources import Resource
 from registry_operator.kube.retry import NO_TRANSPORT_RETRY
+from registry_operator.kube.transforms import Transform
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     resync_period: float | None = DEFAULT_RESYNC_PERIOD
     # The informers' transform per resource (None: keep objects whole); every other resource gets
-    # informer.DEFAULT_TRANSFORM (no managedFields, no last-applied annotation).
+    # transforms.DEFAULT_TRANSFORM (no managedFields, no last-applied annotation).
     cache_transforms: Mapping[Resource, Transform | None] = field(default_factory=dict)
 
 

@@ -33,7 +33,8 @@ from registry_operator.api import constants as c
 from registry_operator.kube import objects
 from registry_operator.kube.client import Client
 from registry_operator.kube.errors import ApiError, NotFound
-from registry_operator.kube.informer import EventHandlerFuncs, SharedInformerFactory
+from registry_operator.kube.factory import SharedInformerFactory
+from registry_operator.kube.informer import EventHandlerFuncs
 from registry_operator.kube.resources import SECRETS, SERVICES, Resource
 from registry_operator.nodeagent.files import DnsMode, Layout, NodeFiles, RegistryTrust
 

@@ -14,18 +14,16 @@ from kubernetes.client import Configuration
 from registry_operator.kube.client import Client
 from registry_operator.kube.clock import FakeClock
 from registry_operator.kube.errors import ConnectionFailed, Gone, ServerError
-from registry_operator.kube.informer import (
+from registry_operator.kube.factory import SharedInformerFactory
+from registry_operator.kube.informer import EventHandlerFuncs, SharedInformer
+from registry_operator.kube.reflector import ClientListerWatcher, ExponentialBackoff
+from registry_operator.kube.resources import CONFIGMAPS, NAMESPACES
+from registry_operator.kube.transforms import (
     DEFAULT_TRANSFORM,
     LAST_APPLIED_ANNOTATION,
-    ClientListerWatcher,
-    EventHandlerFuncs,
-    ExponentialBackoff,
-    SharedInformer,
-    SharedInformerFactory,
     strip_managed_fields,
     strip_managed_fields_and_last_applied,
 )
-from registry_operator.kube.resources import CONFIGMAPS, NAMESPACES
 from registry_operator.kube.watch import WatchEvent
 
 
