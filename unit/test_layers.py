@@ -63,16 +63,28 @@ def test_api_does_not_import_controllers() -> None:
 
 
 IMAGEREGISTRY_PARTS = sorted((PACKAGE / "controllers" / "imageregistry").glob("*.py"))
+IMAGEREGISTRY_WATCHES = "registry_operator.controllers.imageregistry.watches"
 
 
 @pytest.mark.parametrize("path", IMAGEREGISTRY_PARTS, ids=lambda p: p.name)
 def test_imageregistry_parts_do_not_import_the_reconciler(path: Path) -> None:
     # The parts (tls, keys, config, workload, readiness) talk through API objects and plain values;
-    # only the reconciler knows the order of them, and only the package re-exports it.
-    if path.name in ("__init__.py", "reconciler.py"):
+    # only the reconciler knows the order of them; only watches (which wires it into the manager)
+    # builds it, and only the package re-exports it.
+    if path.name in ("__init__.py", "reconciler.py", "watches.py"):
         return
-    bad = {m for m in own_imports(path) if m == "registry_operator.controllers.imageregistry.reconciler"}
-    assert not bad, f"controllers/imageregistry/{path.name} imports the reconciler"
+    top = {"registry_operator.controllers.imageregistry.reconciler", IMAGEREGISTRY_WATCHES}
+    bad = own_imports(path) & top
+    assert not bad, f"controllers/imageregistry/{path.name} imports {sorted(bad)}"
+
+
+def test_imageregistry_reconciler_does_not_import_its_wiring() -> None:
+    # watches.py builds the reconciler over the caches it sets up; the reconciler only reads stores.
+    path = PACKAGE / "controllers" / "imageregistry" / "reconciler.py"
+    imports = own_imports(path)
+    assert IMAGEREGISTRY_WATCHES not in imports
+    informers = imports & INFORMER_STACK_MODULES
+    assert not informers, f"the reconciler reads stores, not informers, but imports {sorted(informers)}"
 
 
 def test_status_mechanism_is_the_only_condition_writer() -> None:
@@ -108,6 +120,24 @@ def test_client_layers_import_only_what_is_below_them(name: str) -> None:
     assert not extra, (
         f"kube/{name} may import only {sorted(CLIENT_LAYERS[name])}, but imports {sorted(extra)}"
     )
+
+
+# The informer stack points one way (client-go: reflector <- shared informer <- factory): each module
+# imports only those before it, and none of them the controller machinery built on top.
+INFORMER_STACK = ["transforms.py", "reflector.py", "informer.py", "byname.py", "factory.py"]
+INFORMER_STACK_MODULES = {f"registry_operator.kube.{name.removesuffix('.py')}" for name in INFORMER_STACK}
+ABOVE_THE_INFORMERS = {
+    f"registry_operator.kube.{name}"
+    for name in ("controller", "workqueue", "manager", "leaderelection", "events", "metrics")
+}
+
+
+@pytest.mark.parametrize("name", INFORMER_STACK)
+def test_informer_stack_imports_only_what_is_below(name: str) -> None:
+    later = INFORMER_STACK[INFORMER_STACK.index(name) + 1 :]
+    forbidden = {f"registry_operator.kube.{n.removesuffix('.py')}" for n in later} | ABOVE_THE_INFORMERS
+    bad = own_imports(PACKAGE / "kube" / name) & forbidden
+    assert not bad, f"kube/{name} imports {sorted(bad)}, which build on it"
 
 
 def test_controllers_do_not_import_the_authn_sidecar() -> None:

@@ -45,16 +45,13 @@ Modules, one concern each (they talk through API objects and plain values):
 * `readiness`: the rollout as the Ready condition sees it, status and Events;
 * `rollout`: the PodDisruptionBudget and the bound on rollouts the operator starts by itself;
 * `base`: the caches, child writes and Events every part uses;
-* `reconciler`: the order of it all, the requeue, and the watches (`setup`).
+* `reconciler`: the order of it all and the requeue;
+* `watches`: the caches, the registry indexes and the watches (`setup`).
 """
 
 from registry_operator.controllers.imageregistry.base import PERSISTENT_ERROR_RECHECK, RegistryStores
-from registry_operator.controllers.imageregistry.reconciler import (
-    ImageRegistryReconciler,
-    index_tls_secret,
-    index_uses_root_ca,
-    setup,
-)
+from registry_operator.controllers.imageregistry.reconciler import ImageRegistryReconciler
+from registry_operator.controllers.imageregistry.watches import index_tls_secret, index_uses_root_ca, setup
 
 __all__ = [
     "PERSISTENT_ERROR_RECHECK",
