@@ -12,7 +12,7 @@ from cryptography import x509
 from registry_operator import pki
 from registry_operator.api import constants as c
 from registry_operator.controllers import trust
-from registry_operator.controllers.caroot import RegistryView, plan_rollover, rollover_trigger
+from registry_operator.controllers.caroot_rollover import RegistryView, plan_rollover, rollover_trigger
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 OVERLAP = timedelta(hours=1)
