@@ -239,10 +239,11 @@ def serves_certificate_from(registry: Mapping[str, Any], authority: str) -> bool
 def is_stalled(registry: Mapping[str, Any], now: datetime, patience: timedelta) -> bool:
     """Whether the registry has not been Ready for longer than `patience`.
 
-    A root CA rollover does not wait for such a registry: its reconciles fail (that is why it is not
-    Ready), so its status, its `caBundle` and its clients' Secrets stay as they were, and its pods keep
-    their certificate; once fixed, its own trust plan distributes the new CA before serving it. Without
-    this, one broken registry would hold every registry's CA renewal until the CA expired.
+    A root CA rollover does not wait for such a registry: its own trust plan keeps the CAs of the
+    certificate its pods last served in its `caBundle` (hence in its clients' Secrets) for as long as
+    they serve it, and distributes a new CA for the overlap before its pods serve a certificate of it
+    (a registry whose reconciles fail changes neither). Without this, one broken registry would hold
+    every registry's CA renewal until the CA expired.
     """
     ready = objects.condition(registry, c.CONDITION_READY)
     if ready is None or ready.get("status") != "False":
