@@ -52,6 +52,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -73,6 +74,7 @@ from registry_operator.controllers.resources import (
 from registry_operator.kube.client import Client
 from registry_operator.kube.errors import NotFound
 from registry_operator.kube.resources import CONFIGMAPS, EVENTS, NAMESPACES, SECRETS, Resource
+from registry_operator.kube.watch import WatchStream
 
 if TYPE_CHECKING:
     from registry_operator.devenv.cluster import LocalCluster
@@ -108,6 +110,10 @@ class BenchResult:
     operator_cpu_seconds: float | None = None
     operator_cpu_ms_per_secret: float | None = None
     operator_peak_rss_mib: float | None = None
+    # Passes of the imagepullsecret controller per secret (controller_runtime_reconcile_total).
+    reconciles_per_secret: float | None = None
+    # kube-apiserver + etcd CPU during the run (local runs): the other half of the 2 cores.
+    control_plane_cpu_seconds: float | None = None
 
 
 @dataclass
@@ -115,6 +121,7 @@ class FloorResult:
     count: int
     all_ready_seconds: float
     writes_per_secret: int
+    control_plane_cpu_seconds: float | None = None
 
 
 @dataclass
@@ -148,6 +155,28 @@ def requests_by_method(metrics_url: str, *, code: str | None = None) -> dict[str
                 method = sample.labels.get("method", "?")
                 totals[method] = totals.get(method, 0.0) + sample.value
     return totals
+
+
+def reconciles_by_controller(metrics_url: str) -> dict[str, float]:
+    """The operator's controller_runtime_reconcile_total, summed per controller (every result)."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "controller_runtime_reconcile_total":
+                controller = sample.labels.get("controller", "?")
+                totals[controller] = totals.get(controller, 0.0) + sample.value
+    return totals
+
+
+def cpu_of(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(pid) for pid in pids)
+
+
+def control_plane_pids(cluster: LocalCluster) -> list[int]:
+    pids = [cluster.process(name).pid for name in ("kube-apiserver", "etcd")]
+    return [pid for pid in pids if pid is not None]
 
 
 def make_usable_registry(client: Client, namespace: str) -> None:
@@ -206,13 +235,90 @@ def create_pull_secret(client: Client, namespace: str, index: int) -> dict[str, 
     return created
 
 
-def wait_all_ready(client: Client, namespace: str, count: int, started: float) -> float:
-    """Seconds since `started` until `count` ImagePullSecrets of `namespace` are Ready."""
-    while count_ready(client, namespace) < count:
-        if time.monotonic() - started > 600:
-            raise TimeoutError(f"not all {count} ImagePullSecrets became Ready within 600s")
-        time.sleep(0.2)
-    return time.monotonic() - started
+def is_ready(obj: dict[str, object]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []  # type: ignore[attr-defined]
+    return any(item.get("type") == "Ready" and item.get("status") == "True" for item in conditions)
+
+
+class ReadyWatcher:
+    """Counts the Ready ImagePullSecrets of a namespace from one watch, opened before the first create.
+
+    The operator run and the floor are observed alike, at one watch event per write. (Polling with
+    LISTs instead, a quorum read of every CR from etcd 5 times a second, loads the API server the
+    operator shares 2 cores with for the whole run, while the floor's workers are done before its
+    first poll: the ratio then measured the polling too.)
+    """
+
+    def __init__(self, client: Client, namespace: str, count: int) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._count = count
+        self._ready: set[str] = set()
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        self._stream: WatchStream | None = None
+        self.done_at: float | None = None
+        listed = client.list(IMAGE_PULL_SECRETS, namespace)
+        self._observe_list(listed["items"])
+        self._thread = threading.Thread(
+            target=self._run, args=(listed["metadata"]["resourceVersion"],), daemon=True
+        )
+        self._thread.start()
+
+    def _observe(self, name: str, ready: bool) -> None:
+        if ready:
+            self._ready.add(name)
+        else:
+            self._ready.discard(name)
+        if len(self._ready) >= self._count and self.done_at is None:
+            self.done_at = time.monotonic()
+            self._done.set()
+
+    def _observe_list(self, items: list[dict[str, object]]) -> None:
+        self._ready.clear()
+        for item in items:
+            self._observe(str(item["metadata"]["name"]), is_ready(item))  # type: ignore[index]
+
+    def _run(self, resource_version: str) -> None:
+        while not self._stop.is_set():
+            try:
+                self._stream = self._client.watch(
+                    IMAGE_PULL_SECRETS,
+                    self._namespace,
+                    resource_version=resource_version,
+                    timeout_seconds=600,
+                )
+                for event in self._stream:
+                    resource_version = (
+                        event.object.get("metadata", {}).get("resourceVersion") or resource_version
+                    )
+                    if event.type in ("ADDED", "MODIFIED", "DELETED"):
+                        name = str(event.object["metadata"]["name"])
+                        self._observe(name, event.type != "DELETED" and is_ready(event.object))
+            except Exception:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.2)
+                with contextlib.suppress(Exception):  # resume from a fresh list (e.g. after 410 Gone)
+                    listed = self._client.list(IMAGE_PULL_SECRETS, self._namespace)
+                    self._observe_list(listed["items"])
+                    resource_version = listed["metadata"]["resourceVersion"]
+
+    def wait(self, started: float, timeout: float = 600.0) -> float:
+        """Seconds since `started` until all `count` were Ready (checked once more with a LIST)."""
+        if not self._done.wait(max(0.0, started + timeout - time.monotonic())):
+            raise TimeoutError(f"not all {self._count} ImagePullSecrets became Ready within {timeout:.0f}s")
+        assert self.done_at is not None
+        ready = count_ready(self._client, self._namespace)
+        if ready < self._count:
+            raise AssertionError(f"the watch saw {self._count} Ready, a LIST sees {ready}")
+        return self.done_at - started
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.close()
+        self._thread.join(5)
 
 
 def run(
@@ -223,24 +329,35 @@ def run(
     *,
     steady_seconds: float = 5.0,
     operator_pid: int | None = None,
+    server_pids: list[int] | None = None,
 ) -> BenchResult:
     """Create `count` ImagePullSecrets in `namespace` (which must exist) and measure."""
     make_usable_registry(client, namespace)
     time.sleep(0.5)  # let the operator's caches see the registry before the clock starts
     before = requests_by_method(metrics_url)
     conflicts_before = requests_by_method(metrics_url, code="409")
+    reconciles_before = reconciles_by_controller(metrics_url).get("imagepullsecret", 0.0)
     cpu_before = process_cpu_seconds(operator_pid) if operator_pid else None
+    server_cpu_before = cpu_of(server_pids) if server_pids else None
 
+    watcher = ReadyWatcher(client, namespace, count)
     started = time.monotonic()
-    with ThreadPoolExecutor(CREATE_THREADS) as pool:
-        list(pool.map(lambda index: create_pull_secret(client, namespace, index), range(count)))
-    created = time.monotonic() - started
-    all_ready = wait_all_ready(client, namespace, count, started)
+    try:
+        with ThreadPoolExecutor(CREATE_THREADS) as pool:
+            list(pool.map(lambda index: create_pull_secret(client, namespace, index), range(count)))
+        created = time.monotonic() - started
+        all_ready = watcher.wait(started)
+    finally:
+        watcher.close()
     cpu = process_cpu_seconds(operator_pid) - cpu_before if operator_pid and cpu_before is not None else None
+    server_cpu = (
+        cpu_of(server_pids) - server_cpu_before if server_pids and server_cpu_before is not None else None
+    )
     # Let the last status writes' follow-up passes finish before reading the counters.
     time.sleep(1.0)
     after = requests_by_method(metrics_url)
     conflicts_after = requests_by_method(metrics_url, code="409")
+    reconciles = reconciles_by_controller(metrics_url).get("imagepullsecret", 0.0) - reconciles_before
     conflicted = sum(
         conflicts_after.get(method, 0.0) - conflicts_before.get(method, 0.0) for method in WRITE_METHODS
     )
@@ -276,10 +393,14 @@ def run(
         operator_cpu_seconds=round(cpu, 2) if cpu is not None else None,
         operator_cpu_ms_per_secret=round(cpu * 1000 / count, 1) if cpu is not None else None,
         operator_peak_rss_mib=round(process_memory_mib(operator_pid), 1) if operator_pid else None,
+        reconciles_per_secret=round(reconciles / count, 2),
+        control_plane_cpu_seconds=round(server_cpu, 2) if server_cpu is not None else None,
     )
 
 
-def run_floor(client: Client, namespace: str, count: int) -> FloorResult:
+def run_floor(
+    client: Client, namespace: str, count: int, server_pids: list[int] | None = None
+) -> FloorResult:
     """The least work per secret, with no operator: 2 workers write the account (same hashing), the
     Secret and a Ready status for each CR as the 16 creating threads hand it over."""
     make_usable_registry(client, namespace)
@@ -322,20 +443,30 @@ def run_floor(client: Client, namespace: str, count: int) -> FloorResult:
         }
         client.update_status(IMAGE_PULL_SECRETS, body)
 
+    server_cpu_before = cpu_of(server_pids) if server_pids else None
+    watcher = ReadyWatcher(client, namespace, count)
     started = time.monotonic()
-    with ThreadPoolExecutor(FLOOR_WORKERS) as workers, ThreadPoolExecutor(CREATE_THREADS) as creators:
-        pending = [
-            creators.submit(
-                lambda index: workers.submit(issue, create_pull_secret(client, namespace, index)), i
-            )
-            for i in range(count)
-        ]
-        for issued in [future.result() for future in pending]:
-            issued.result()
+    try:
+        with ThreadPoolExecutor(FLOOR_WORKERS) as workers, ThreadPoolExecutor(CREATE_THREADS) as creators:
+            pending = [
+                creators.submit(
+                    lambda index: workers.submit(issue, create_pull_secret(client, namespace, index)), i
+                )
+                for i in range(count)
+            ]
+            for issued in [future.result() for future in pending]:
+                issued.result()
+        all_ready = watcher.wait(started)
+    finally:
+        watcher.close()
+    server_cpu = (
+        cpu_of(server_pids) - server_cpu_before if server_pids and server_cpu_before is not None else None
+    )
     return FloorResult(
         count=count,
-        all_ready_seconds=round(wait_all_ready(client, namespace, count, started), 3),
+        all_ready_seconds=round(all_ready, 3),
         writes_per_secret=3,
+        control_plane_cpu_seconds=round(server_cpu, 2) if server_cpu is not None else None,
     )
 
 
@@ -349,7 +480,8 @@ def report(result: BenchResult) -> str:
             f"= {result.requests_per_secret} per secret",
             f"writes: {int(result.writes)} = {result.writes_per_secret} per secret "
             f"(of which {int(result.event_writes)} Events, {int(result.conflicted_writes)} refused with 409)",
-            f"accounts issued: {result.accounts} (one per secret expected)",
+            f"accounts issued: {result.accounts} (one per secret expected); "
+            f"imagepullsecret reconciles: {result.reconciles_per_secret} per secret",
             f"writes during {result.steady_state_seconds:.0f}s of steady state: "
             f"{int(result.steady_state_writes)}",
         ]
@@ -359,6 +491,11 @@ def report(result: BenchResult) -> str:
                 f"per secret; peak RSS {result.operator_peak_rss_mib} MiB"
             ]
             if result.operator_cpu_seconds is not None
+            else []
+        )
+        + (
+            [f"kube-apiserver + etcd CPU: {result.control_plane_cpu_seconds:.2f}s"]
+            if result.control_plane_cpu_seconds is not None
             else []
         )
     )
@@ -437,8 +574,11 @@ def operator_process(
 
 
 @contextlib.contextmanager
-def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tuple[Client, str, int]]:
-    """A local control plane and operator for a standalone run: (client, metrics URL, operator pid)."""
+def local_stack(
+    tree: Path = ROOT, *, production: bool = False
+) -> Iterator[tuple[Client, str, int, list[int]]]:
+    """A local control plane and operator for a standalone run: (client, metrics URL, operator pid,
+    kube-apiserver and etcd pids)."""
     print(f"starting a local etcd + kube-apiserver and the operator from {tree} ...", flush=True)
     with (
         local_cluster() as cluster,
@@ -447,7 +587,7 @@ def local_stack(tree: Path = ROOT, *, production: bool = False) -> Iterator[tupl
             pid,
         ),
     ):
-        yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url, pid
+        yield Client.from_kubeconfig(cluster.kubeconfig), metrics_url, pid, control_plane_pids(cluster)
 
 
 def wait_crds_served(client: Client, timeout: float = 60.0) -> None:
@@ -474,10 +614,10 @@ def wait_crds_served(client: Client, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def bare_cluster() -> Iterator[Client]:
-    """etcd + kube-apiserver with the CRDs and no operator: for the floor."""
+def bare_cluster() -> Iterator[tuple[Client, list[int]]]:
+    """etcd + kube-apiserver with the CRDs and no operator, for the floor: (client, their pids)."""
     with local_cluster() as cluster:
-        yield Client.from_kubeconfig(cluster.kubeconfig)
+        yield Client.from_kubeconfig(cluster.kubeconfig), control_plane_pids(cluster)
 
 
 def startup_run(tree: Path) -> StartupRun:
@@ -705,24 +845,29 @@ def main() -> int:
         print(json.dumps(asdict(result)) if args.json else report(result))
         return 0
     for name, tree in variants():
-        with local_stack(tree, production=args.production) as (client, metrics_url, pid):
+        with local_stack(tree, production=args.production) as (client, metrics_url, pid, server_pids):
             result = run_in_fresh_namespace(
-                client, lambda namespace: run(client, metrics_url, namespace, args.count, operator_pid=pid)
+                client,
+                lambda namespace: run(
+                    client, metrics_url, namespace, args.count, operator_pid=pid, server_pids=server_pids
+                ),
             )
             print(
                 json.dumps({name: asdict(result)}) if args.json else f"[{name}]\n{report(result)}", flush=True
             )
         if args.floor and name == "current":  # the floor hashes as this tree does
-            with bare_cluster() as client:
+            with bare_cluster() as (client, server_pids):
                 floor = run_in_fresh_namespace(
-                    client, lambda namespace: run_floor(client, namespace, args.count)
+                    client, lambda namespace: run_floor(client, namespace, args.count, server_pids)
                 )
                 ratio = result.all_ready_seconds / floor.all_ready_seconds
                 print(
                     json.dumps({f"{name}-floor": asdict(floor), "ratio": round(ratio, 2)})
                     if args.json
                     else f"[{name}] floor ({FLOOR_WORKERS} workers, {floor.writes_per_secret} writes per "
-                    f"secret): all Ready after {floor.all_ready_seconds:.2f}s; operator/floor = {ratio:.2f}",
+                    f"secret): all Ready after {floor.all_ready_seconds:.2f}s "
+                    f"(kube-apiserver + etcd CPU {floor.control_plane_cpu_seconds}s); "
+                    f"operator/floor = {ratio:.2f}",
                     flush=True,
                 )
     return 0
