@@ -170,10 +170,11 @@ def plan_rollover(
             ]
             # Serving the new certificate, but only for less than the retire grace (pods draining).
             draining: dict[str, datetime] = {}
+            grace = trust.retire_grace(overlap)
             for registry in view.registries:
                 switched = trust.served_since(registry)
-                if switched is not None and switched + trust.retire_grace(overlap) > now:
-                    draining[objects.key(registry)] = switched + trust.retire_grace(overlap)
+                if switched is not None and switched + grace > now:
+                    draining[objects.key(registry)] = switched + grace
             expired_by = since + pki.SERVER_LIFETIME
             if (serving or draining) and now < expired_by:
                 if serving:
